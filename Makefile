@@ -1,0 +1,45 @@
+# adrec: visually similar ad recommendations. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .cache/venv/bin/python
+UV := $(HOME)/.cache/adrec/tools/bin/uv
+export HF_HUB_OFFLINE := 1
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap bootstrap-milvus up stop status test test-fast lock helm-version clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+bootstrap: ## install everything (venv, weights, Kafka jars, redis, helm, feast apply); idempotent, cached
+	@scripts/bootstrap.sh
+
+bootstrap-milvus: ## also install the embedded real Milvus 2.3.5 (own venv) for benchmarks
+	@scripts/bootstrap.sh milvus
+
+up: bootstrap ## run the local platform on its embedded defaults (Ctrl-C stops everything)
+	@$(PY) -m services.localstack up
+
+stop: ## stop processes left behind by a crashed `make up`
+	@$(PY) -m services.localstack stop
+
+status: ## show what `make up` is running
+	@$(PY) -m services.localstack status
+
+test: bootstrap-milvus ## install what is missing, then run the whole test suite
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: ## run the tests that need no broker/redis (no bootstrap)
+	@$(PY) -m pytest -m "not kafka and not redis and not slow" $(PYTEST_ARGS)
+
+lock: ## re-resolve requirements/main.in into requirements/main.lock
+	@$(UV) pip compile --python-version 3.11 requirements/main.in -o requirements/main.lock
+
+helm-version: bootstrap ## print the helm built by the bootstrap
+	@.cache/bin/helm version
+
+clean: ## remove local platform state (.cache/run); keeps the venv and downloads
+	@rm -rf .cache/run
+
+-include mk/*.mk

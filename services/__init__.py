@@ -1,0 +1,1 @@
+"""Deployable services of the platform and the shared domain code they use."""

@@ -1,0 +1,1 @@
+"""Shared building blocks: settings, event schemas, and one client wrapper per external system."""

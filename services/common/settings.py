@@ -1,0 +1,92 @@
+"""Typed configuration shared by the services.
+
+Each service defines ONE settings class (a `ServiceSettings` subclass) with its own env
+prefix and composes the connection blocks below. Nested fields use `__` in env names, e.g.
+`ADREC_INGEST_KAFKA__BOOTSTRAP_SERVERS=broker:9092`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaConfig(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "adrec"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    topic_partitions: int = Field(default=3, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _hosts(cls, v: str) -> str:
+        hosts = [h.strip() for h in v.split(",") if h.strip()]
+        if not hosts or any(":" not in h for h in hosts):
+            raise ValueError("bootstrap_servers must be a comma-separated list of host:port")
+        return ",".join(hosts)
+
+    def client_kwargs(self) -> dict[str, object]:
+        """Connection options understood by kafka-python's producer, consumer and admin."""
+        kw: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.sasl_mechanism:
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.sasl_username
+            kw["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        return kw
+
+
+class MilvusConfig(BaseModel):
+    uri: str = Field(default=".cache/run/milvus.db",
+                     description="milvus-lite file path, or http(s)://host:port of a Milvus server")
+    token: SecretStr | None = None
+    db_name: str = ""
+    alias: str = Field(default="listings", description="alias the readers search; points at the active collection")
+    dim: int = Field(default=256, ge=2, le=32_768)
+    metric: Literal["COSINE", "IP", "L2"] = "COSINE"
+    index_type: str = "AUTOINDEX"
+    index_params: dict[str, int | float | str] = Field(default_factory=dict,
+                                                       description='e.g. {"M": 16, "efConstruction": 200} for HNSW')
+    search_params: dict[str, int | float | str] = Field(default_factory=dict, description='e.g. {"ef": 64}')
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class RedisConfig(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=6379, ge=1, le=65535)
+    db: int = Field(default=0, ge=0)
+    password: SecretStr | None = None
+
+    @property
+    def connection_string(self) -> str:
+        """Feast's redis `connection_string` format."""
+        s = f"{self.host}:{self.port},db={self.db}"
+        if self.password:
+            s += f",password={self.password.get_secret_value()}"
+        return s
+
+
+class FeastConfig(BaseModel):
+    repo_path: str = "feature_repo"
+
+
+class ServiceSettings(BaseSettings):
+    """Common fields; subclasses set `model_config` with their own `env_prefix`."""
+
+    model_config = SettingsConfigDict(env_prefix="ADREC_", env_nested_delimiter="__", extra="ignore")
+
+    service_name: str = "adrec"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+    metrics_port: int | None = Field(default=None, ge=0, le=65535,
+                                     description="serve /metrics on this port (None: not served separately)")

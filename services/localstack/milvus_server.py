@@ -1,0 +1,104 @@
+"""Milvus servers for the local platform and benchmarks, started as processes by PID.
+
+- `MilvusLiteServer`: milvus-lite's gRPC server mode (`milvus-lite server`), so several local
+  processes (ingest worker, recommender) share one database. The default locally.
+- `EmbeddedMilvus`: the real C++ Milvus 2.3.5 (`milvus` package, own venv from
+  `scripts/bootstrap.sh milvus`), the one to benchmark against.
+Clients reach both with the project's pymilvus at `http://127.0.0.1:<port>`.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .paths import milvus_server_python
+from .ports import free_port, wait_port_closed
+from .process import ManagedProcess, ProcessError
+
+
+def _ping(uri: str) -> bool:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=uri, timeout=3)
+    try:
+        client.list_collections()
+        return True
+    finally:
+        client.close()
+
+
+@dataclass
+class MilvusLiteServer:
+    workdir: Path
+    port: int = field(default_factory=free_port)
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+        exe = Path(sys.executable).with_name("milvus-lite")
+        argv = [str(exe), "server", "--data-dir", str(self.workdir / "data"),
+                "--host", "127.0.0.1", "--port", str(self.port)]
+        self._proc = ManagedProcess("milvus-lite", argv, log_path=self.workdir / "milvus-lite.log",
+                                    pid_path=self.workdir / "milvus-lite.pid")
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    def start(self, timeout: float = 60.0) -> MilvusLiteServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._proc.start()
+        self._proc.wait_ready(lambda: _ping(self.uri), timeout=timeout, interval=0.5)
+        return self
+
+    def stop(self) -> int | None:
+        code = self._proc.stop(timeout=20)
+        wait_port_closed(self.port)
+        return code
+
+    def running(self) -> bool:
+        return self._proc.running()
+
+
+@dataclass
+class EmbeddedMilvus:
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    python: Path = field(default_factory=milvus_server_python)
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+        if not Path(self.python).exists():
+            raise ProcessError(f"{self.python} not found: run `scripts/bootstrap.sh milvus` "
+                               "(embedded Milvus 2.3.5 lives in its own venv)")
+        argv = [str(self.python), str(Path(__file__).with_name("milvus_embedded_main.py")),
+                str(self.workdir / "data"), str(self.port)]
+        self._proc = ManagedProcess("milvus-2.3.5", argv, log_path=self.workdir / "milvus.log",
+                                    pid_path=self.workdir / "milvus.pid")
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    def start(self, timeout: float = 180.0) -> EmbeddedMilvus:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._proc.start()
+        self._proc.wait_ready(lambda: _ping(self.uri), timeout=timeout, interval=1.0)
+        return self
+
+    def stop(self) -> int | None:
+        code = self._proc.stop(timeout=60)
+        wait_port_closed(self.port)
+        return code
+
+    def running(self) -> bool:
+        return self._proc.running()
