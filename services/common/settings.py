@@ -88,5 +88,6 @@ class ServiceSettings(BaseSettings):
     service_name: str = "adrec"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
+    bind_host: str = Field(default="127.0.0.1", description="address servers listen on (0.0.0.0 in a pod)")
     metrics_port: int | None = Field(default=None, ge=0, le=65535,
                                      description="serve /metrics on this port (None: not served separately)")

@@ -1,0 +1,1 @@
+"""Streaming ingestion: Kafka listing events -> image -> embedding -> Milvus + Feast."""

@@ -1,0 +1,231 @@
+"""One batch of listing events -> Milvus + Feast, idempotent and order-safe.
+
+Rules:
+- per listing only the newest event counts, by `updated_at` / `deleted_at`; on a tie a delete
+  beats an upsert, and between equal upserts the first in partition order wins (so a replay
+  of the same version, in this batch or a later one, is skipped);
+- an event not newer than what the feature store already holds for the listing is skipped,
+  so replays and late, older events change nothing;
+- Milvus is written first, Feast last: Feast's `item_metadata.updated_at` is the version
+  marker, so a crash between the two writes is repaired by the replay;
+- a delete removes the vector and leaves an inactive tombstone in Feast (which keeps an older
+  upsert that arrives later from resurrecting the listing).
+Messages that can never succeed come back as dead letters with a reason; transient errors
+are retried here (per image) or raised (sinks down: the batch is not committed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from services.common.embedder_client import EmbedderError
+from services.common.events import ListingDeleted, ListingUpserted
+from services.common.kafka_client import Message
+from services.common.milvus_store import ListingVector, VectorStoreError
+
+from .embedding import Embedder
+from .fetch import FetchError, ImageFetcher
+
+log = logging.getLogger(__name__)
+META_FEATURES = ["shop_id", "title", "category", "price", "currency", "image_uri", "active", "updated_at"]
+
+
+class VectorSink(Protocol):
+    def upsert(self, rows: Sequence[ListingVector], collection: str | None = None) -> int: ...
+    def delete(self, listing_ids: Sequence[str], collection: str | None = None) -> None: ...
+
+
+class FeatureSink(Protocol):
+    def push(self, source: str, rows: Sequence[dict[str, Any]]) -> int: ...
+    def read(self, features: Sequence[str], entity_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
+
+def epoch_ms(dt: Any) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+@dataclass
+class DeadLetterItem:
+    message: Message
+    reason: str
+    kind: str
+    attempts: int = 1
+
+
+@dataclass
+class BatchResult:
+    upserted: int = 0
+    deleted: int = 0
+    stale: int = 0
+    superseded: int = 0
+    dead: list[DeadLetterItem] = field(default_factory=list)
+    freshness_s: list[float] = field(default_factory=list)
+
+
+class ListingProcessor:
+    def __init__(self, vectors: VectorSink, features: FeatureSink, embedder: Embedder, fetcher: ImageFetcher,
+                 *, fetch_workers: int = 8, max_attempts: int = 3, backoff_s: float = 0.2,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.vectors = vectors
+        self.features = features
+        self.embedder = embedder
+        self.fetcher = fetcher
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=fetch_workers, thread_name_prefix="fetch")
+
+    # -- the batch -------------------------------------------------------------------------
+
+    def process(self, messages: Sequence[Message]) -> BatchResult:
+        result = BatchResult()
+        newest: dict[str, tuple[Message, ListingUpserted | ListingDeleted]] = {}
+        for m in messages:
+            if not m.ok:
+                result.dead.append(DeadLetterItem(m, m.error.reason, m.error.kind))
+                continue
+            ev = m.event
+            if not isinstance(ev, ListingUpserted | ListingDeleted):
+                result.dead.append(DeadLetterItem(m, f"unexpected event type {ev.type!r} on the listings topic",
+                                                  "schema"))
+                continue
+            prev = newest.get(ev.id)
+            if prev is None or _order(ev) > _order(prev[1]):
+                if prev is not None:
+                    result.superseded += 1
+                newest[ev.id] = (m, ev)
+            else:
+                result.superseded += 1
+        if not newest:
+            return result
+
+        current = self._current(list(newest))
+        upserts, deletes = [], []
+        for lid, (m, ev) in newest.items():
+            cur = current.get(lid)
+            cur_ts = cur["updated_at"] if cur and cur.get("updated_at") is not None else None
+            if isinstance(ev, ListingUpserted):
+                if cur_ts is not None and epoch_ms(ev.updated_at) <= cur_ts:
+                    result.stale += 1
+                else:
+                    upserts.append((m, ev))
+            else:
+                if cur_ts is not None and epoch_ms(ev.deleted_at) < cur_ts:
+                    result.stale += 1
+                else:
+                    deletes.append((m, ev, cur))
+
+        rows, meta_rows, emb_rows, events_written = self._embed(upserts, result)
+        if rows:
+            self.vectors.upsert(rows)
+        if deletes:
+            self.vectors.delete([ev.id for _, ev, _ in deletes])
+        now = self.clock()
+        for m, ev in events_written:
+            result.freshness_s.append(max(0.0, now - ev.occurred_at.timestamp()))
+        for m, ev, _ in deletes:
+            result.freshness_s.append(max(0.0, now - ev.occurred_at.timestamp()))
+        meta_rows += [_tombstone(ev, cur) for _, ev, cur in deletes]
+        if emb_rows:
+            self.features.push("item_embedding_push", emb_rows)
+        if meta_rows:
+            self.features.push("item_metadata_push", meta_rows)  # last: the version marker
+        result.upserted, result.deleted = len(rows), len(deletes)
+        return result
+
+    def _current(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        rows = self.features.read([f"item_metadata:{f}" for f in META_FEATURES],
+                                  [{"listing_id": i} for i in ids])
+        return {r["listing_id"]: r for r in rows if r.get("updated_at") is not None}
+
+    # -- images and vectors ------------------------------------------------------------------
+
+    def _embed(self, upserts: list[tuple[Message, ListingUpserted]], result: BatchResult):
+        rows: list[ListingVector] = []
+        meta_rows: list[dict[str, Any]] = []
+        emb_rows: list[dict[str, Any]] = []
+        written: list[tuple[Message, ListingUpserted]] = []
+        if not upserts:
+            return rows, meta_rows, emb_rows, written
+        needs_images = getattr(self.embedder, "needs_images", True)
+        fetched = list(self._pool.map(self._fetch_with_retry, [ev.image_uri for _, ev in upserts])) \
+            if needs_images else [(b"", None)] * len(upserts)
+        ok = []
+        for (m, ev), (data, err) in zip(upserts, fetched, strict=True):
+            if err is not None:
+                result.dead.append(DeadLetterItem(m, f"image: {err.reason}", "fetch", err.attempts))
+            else:
+                ok.append((m, ev, data))
+        vectors = self._embed_with_retry([d for _, _, d in ok], [ev.image_uri for _, ev, _ in ok])
+        version = self.embedder.model_version
+        for (m, ev, _), vec in zip(ok, vectors, strict=True):
+            if isinstance(vec, EmbedderError):
+                result.dead.append(DeadLetterItem(m, f"embedder: {vec.reason}", "embedder"))
+                continue
+            vec = np.asarray(vec, np.float32)
+            if not np.all(np.isfinite(vec)):
+                result.dead.append(DeadLetterItem(m, "embedder returned NaN/inf", "embedder"))
+                continue
+            ts = epoch_ms(ev.updated_at)
+            rows.append(ListingVector(ev.id, vec.tolist(), ev.shop_id, ev.category, float(ev.price),
+                                      ev.active, ts, version))
+            emb_rows.append({"listing_id": ev.id, "embedding": vec.tolist(), "model_version": version,
+                             "updated_at": ts})
+            meta_rows.append({"listing_id": ev.id, "shop_id": ev.shop_id, "title": ev.title,
+                              "category": ev.category, "price": float(ev.price), "currency": ev.currency,
+                              "image_uri": ev.image_uri, "active": ev.active, "updated_at": ts})
+            written.append((m, ev))
+        return rows, meta_rows, emb_rows, written
+
+    def _fetch_with_retry(self, uri: str) -> tuple[bytes, _Failure | None]:
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return self.fetcher.fetch(uri), None
+            except FetchError as exc:
+                if exc.permanent or attempt == self.max_attempts:
+                    return b"", _Failure(exc.reason, attempt)
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    def _embed_with_retry(self, images: list[bytes], uris: list[str]) -> list[np.ndarray | EmbedderError]:
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return self.embedder.embed(images, uris)
+            except EmbedderError as exc:  # transient for the whole batch
+                if attempt == self.max_attempts:
+                    return [EmbedderError(f"{exc.reason} (after {attempt} attempts)", permanent=False)] * len(images)
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _Failure:
+    reason: str
+    attempts: int
+
+
+def _order(ev: ListingUpserted | ListingDeleted) -> tuple[int, int]:
+    if isinstance(ev, ListingDeleted):
+        return epoch_ms(ev.deleted_at), 1
+    return epoch_ms(ev.updated_at), 0
+
+
+def _tombstone(ev: ListingDeleted, cur: dict[str, Any] | None) -> dict[str, Any]:
+    cur = cur or {}
+    return {"listing_id": ev.id, "shop_id": cur.get("shop_id") or "", "title": cur.get("title") or "",
+            "category": cur.get("category") or "", "price": float(cur.get("price") or 0.0),
+            "currency": cur.get("currency") or "USD", "image_uri": cur.get("image_uri") or "",
+            "active": False, "updated_at": epoch_ms(ev.deleted_at)}
+
+
+__all__ = ["BatchResult", "DeadLetterItem", "ListingProcessor", "VectorStoreError"]
