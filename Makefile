@@ -43,3 +43,6 @@ clean: ## remove local platform state (.cache/run); keeps the venv and downloads
 	@rm -rf .cache/run
 
 -include mk/*.mk
+
+bench-ingest: bootstrap-milvus ## ingest events/s and freshness p50/p99 (precomputed vectors; +embedder with EMBEDDER_URL=)
+	@$(PY) -m benchmarks.ingest.bench $(if $(EMBEDDER_URL),--embedder-url $(EMBEDDER_URL),) $(BENCH_ARGS)

@@ -22,7 +22,8 @@ from .settings import MilvusConfig
 
 _ID = re.compile(ID_PATTERN)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-SCALAR_FIELDS = ["shop_id", "category", "price", "active", "updated_at", "model_version"]
+SCALAR_FIELDS = ["shop_id", "category", "price", "active", "updated_at", "model_version",
+                 "title", "image_uri", "currency"]
 
 
 class VectorStoreError(RuntimeError):
@@ -39,6 +40,9 @@ class ListingVector:
     active: bool = True
     updated_at: int = 0  # epoch milliseconds of the listing version
     model_version: str = ""
+    title: str = ""  # render fields: a search result carries what a client needs to show the ad
+    image_uri: str = ""
+    currency: str = "USD"
 
     def validate(self, dim: int) -> None:
         if not _ID.match(self.listing_id):
@@ -55,6 +59,7 @@ class ListingVector:
         d = asdict(self)
         d["embedding"] = [float(x) for x in self.embedding]
         d["price"] = float(self.price)
+        d["title"] = self.title[:500]
         return d
 
 
@@ -131,6 +136,9 @@ class ListingVectorStore:
         schema.add_field("active", DataType.BOOL)
         schema.add_field("updated_at", DataType.INT64)
         schema.add_field("model_version", DataType.VARCHAR, max_length=64)
+        schema.add_field("title", DataType.VARCHAR, max_length=2048)  # bytes: 500 chars of UTF-8
+        schema.add_field("image_uri", DataType.VARCHAR, max_length=2048)
+        schema.add_field("currency", DataType.VARCHAR, max_length=8)
         index = MilvusClient.prepare_index_params()
         index.add_index("embedding", index_type=self.cfg.index_type, metric_type=self.cfg.metric,
                         params=dict(self.cfg.index_params))
@@ -146,23 +154,30 @@ class ListingVectorStore:
     def point_alias(self, collection: str, alias: str | None = None) -> None:
         """Make `alias` (default: the configured one) serve `collection` (blue/green switch)."""
         alias = alias or self.cfg.alias
-        try:
+        if self._listed_alias_target(alias) is not None:
             self._client.alter_alias(collection, alias)
-        except MilvusException:  # the alias does not exist yet
-            self._client.create_alias(collection, alias)
-
-    def alias_target(self, alias: str | None = None) -> str | None:
-        """The collection the alias points at (None if the alias does not exist or the server
-        cannot tell: Milvus 2.3 has neither DescribeAlias nor ListAliases)."""
-        alias = alias or self.cfg.alias
+            return
         try:
-            return self._client.describe_alias(alias).get("collection_name")
-        except MilvusException:
-            pass
+            self._client.create_alias(collection, alias)
+        except MilvusException:  # Milvus 2.3 cannot list aliases: it exists already
+            self._client.alter_alias(collection, alias)
+
+    def _listed_alias_target(self, alias: str) -> str | None:
         for name in self._client.list_collections():
             if alias in self._client.list_aliases(name).get("aliases", []):
                 return name
         return None
+
+    def alias_target(self, alias: str | None = None) -> str | None:
+        """The collection the alias points at (None if the alias does not exist)."""
+        alias = alias or self.cfg.alias
+        found = self._listed_alias_target(alias)
+        if found is not None:
+            return found
+        try:  # Milvus 2.3 lists no aliases but can describe one
+            return self._client.describe_alias(alias).get("collection_name")
+        except MilvusException:
+            return None
 
     def dim(self, collection: str | None = None) -> int:
         desc = self._client.describe_collection(collection or self.cfg.alias)
@@ -198,6 +213,13 @@ class ListingVectorStore:
         fields = SCALAR_FIELDS + (["embedding"] if with_vectors else [])
         rows = self._client.get(collection or self.cfg.alias, ids=list(listing_ids),
                                 output_fields=["listing_id", *fields], timeout=self.cfg.timeout_s)
+        return [dict(r) for r in rows]
+
+    def query(self, expr: str, limit: int, output_fields: Sequence[str] = ("listing_id", *SCALAR_FIELDS),
+              collection: str | None = None) -> list[dict[str, Any]]:
+        """Rows matching a scalar filter (no vector search)."""
+        rows = self._client.query(collection or self.cfg.alias, filter=expr, limit=limit,
+                                  output_fields=list(output_fields), timeout=self.cfg.timeout_s)
         return [dict(r) for r in rows]
 
     def count(self, collection: str | None = None, expr: str = "") -> int:

@@ -12,7 +12,7 @@ from services.common.metrics import Metrics
 from services.common.milvus_store import ListingVectorStore
 
 from .embedding import Embedder, PrecomputedEmbedder, RemoteEmbedder
-from .fetch import ImageFetcher
+from services.common.image_fetch import ImageFetcher
 from .processor import ListingProcessor
 from .settings import IngestSettings
 from .worker import IngestWorker
@@ -36,7 +36,7 @@ def ensure_collection(store: ListingVectorStore, version: str) -> str:
     return target
 
 
-def build_worker(s: IngestSettings, metrics: Metrics | None = None) -> IngestWorker:
+def build_worker(s: IngestSettings, metrics: Metrics | None = None, observe=None) -> IngestWorker:
     wait_for_broker(s.kafka)
     ensure_topics(s.kafka, [s.ingest.topic, Topics.dlq(s.ingest.topic)])
     embedder = build_embedder(s)
@@ -53,4 +53,5 @@ def build_worker(s: IngestSettings, metrics: Metrics | None = None) -> IngestWor
                              max_poll_records=s.ingest.poll_max_records)
     producer = EventProducer(s.kafka, client_id="adrec-ingest-dlq")
     return IngestWorker(consumer, producer, processor, metrics or Metrics("ingest"),
-                        poll_timeout_s=s.ingest.poll_timeout_s, poll_max_records=s.ingest.poll_max_records)
+                        poll_timeout_s=s.ingest.poll_timeout_s, poll_max_records=s.ingest.poll_max_records,
+                        observe=observe)

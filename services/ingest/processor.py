@@ -31,7 +31,7 @@ from services.common.kafka_client import Message
 from services.common.milvus_store import ListingVector, VectorStoreError
 
 from .embedding import Embedder
-from .fetch import FetchError, ImageFetcher
+from services.common.image_fetch import FetchError, ImageFetcher
 
 log = logging.getLogger(__name__)
 META_FEATURES = ["shop_id", "title", "category", "price", "currency", "image_uri", "active", "updated_at"]
@@ -81,6 +81,7 @@ class ListingProcessor:
         self.backoff_s = backoff_s
         self.clock = clock
         self._pool = ThreadPoolExecutor(max_workers=fetch_workers, thread_name_prefix="fetch")
+        self._sinks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink")
 
     # -- the batch -------------------------------------------------------------------------
 
@@ -123,18 +124,20 @@ class ListingProcessor:
                     deletes.append((m, ev, cur))
 
         rows, meta_rows, emb_rows, events_written = self._embed(upserts, result)
+        # Milvus and the embedding view in parallel; the metadata view (version marker) after both
+        pending = [self._sinks.submit(self.features.push, "item_embedding_push", emb_rows)] if emb_rows else []
         if rows:
             self.vectors.upsert(rows)
         if deletes:
             self.vectors.delete([ev.id for _, ev, _ in deletes])
+        for fut in pending:
+            fut.result()
         now = self.clock()
         for m, ev in events_written:
             result.freshness_s.append(max(0.0, now - ev.occurred_at.timestamp()))
         for m, ev, _ in deletes:
             result.freshness_s.append(max(0.0, now - ev.occurred_at.timestamp()))
         meta_rows += [_tombstone(ev, cur) for _, ev, cur in deletes]
-        if emb_rows:
-            self.features.push("item_embedding_push", emb_rows)
         if meta_rows:
             self.features.push("item_metadata_push", meta_rows)  # last: the version marker
         result.upserted, result.deleted = len(rows), len(deletes)
@@ -175,7 +178,7 @@ class ListingProcessor:
                 continue
             ts = epoch_ms(ev.updated_at)
             rows.append(ListingVector(ev.id, vec.tolist(), ev.shop_id, ev.category, float(ev.price),
-                                      ev.active, ts, version))
+                                      ev.active, ts, version, ev.title, ev.image_uri, ev.currency))
             emb_rows.append({"listing_id": ev.id, "embedding": vec.tolist(), "model_version": version,
                              "updated_at": ts})
             meta_rows.append({"listing_id": ev.id, "shop_id": ev.shop_id, "title": ev.title,
@@ -206,6 +209,7 @@ class ListingProcessor:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._sinks.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from services.common.kafka_client import DeadLetterPublisher, EventConsumer, EventProducer
 from services.common.metrics import Metrics
 
-from .processor import ListingProcessor
+from .processor import BatchResult, ListingProcessor
 
 log = logging.getLogger(__name__)
 FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -18,7 +19,8 @@ FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.
 class IngestWorker:
     def __init__(self, consumer: EventConsumer, producer: EventProducer, processor: ListingProcessor,
                  metrics: Metrics, *, poll_timeout_s: float = 0.2, poll_max_records: int = 500,
-                 retry_backoff_s: float = 1.0) -> None:
+                 retry_backoff_s: float = 1.0, observe: Callable[[BatchResult], None] | None = None) -> None:
+        self.observe = observe  # e.g. a benchmark collecting exact freshness samples
         self.consumer = consumer
         self.dlq = DeadLetterPublisher(producer, service="ingest")
         self.producer = producer
@@ -61,6 +63,8 @@ class IngestWorker:
         for f in result.freshness_s:
             self.freshness.observe(f)
         self.batch_seconds.observe(time.perf_counter() - start)
+        if self.observe:
+            self.observe(result)
         log.info("batch done", extra={"size": len(batch), "upserted": result.upserted, "deleted": result.deleted,
                                       "stale": result.stale, "dead": len(result.dead)})
         return len(batch)

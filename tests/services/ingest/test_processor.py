@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.ingest.fetch import ImageFetcher
+from services.common.image_fetch import ImageFetcher
 from services.ingest.processor import ListingProcessor
 from services.ingest.settings import DATA_DIR
 

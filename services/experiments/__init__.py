@@ -1,0 +1,1 @@
+"""A/B experiments: definitions (config), deterministic assignment; statistics live beside them."""

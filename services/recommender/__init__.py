@@ -1,0 +1,1 @@
+"""Recommendation REST API: listings visually similar to a listing or an uploaded image."""

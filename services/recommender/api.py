@@ -1,0 +1,205 @@
+"""FastAPI adapter: HTTP <-> SimilarListings, A/B assignment, impression logging, errors, metrics."""
+
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, Header, Path, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.common.embedder_client import EmbedderClient, EmbedderError
+from services.common.events import ID_PATTERN, Impression, ShownItem
+from services.common.image_fetch import FetchError, ImageFetcher
+from services.common.metrics import Metrics
+from services.experiments.assignment import Assigned, Assigner
+
+from .impressions import ImpressionLogger
+from .retrieval import DependencyDown, NotFound, Query as SearchQuery, Result, SimilarListings
+from .schemas import Ad, ErrorResponse, Seed, SimilarResponse
+from .settings import RecommendConfig
+
+log = logging.getLogger(__name__)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9\-]{8,64}$")
+ERRORS = {404: "not_found", 413: "payload_too_large", 422: "invalid_request", 503: "dependency_unavailable"}
+
+
+@dataclass
+class Dependencies:
+    similar: SimilarListings
+    assigner: Assigner
+    impressions: ImpressionLogger | None
+    embedder: EmbedderClient | None
+    fetcher: ImageFetcher
+    metrics: Metrics
+    cfg: RecommendConfig
+    ready: Any = None  # callable -> (bool, detail)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code or ERRORS.get(status, "error")
+
+
+def _error(request: Request, status: int, code: str, message: str) -> JSONResponse:
+    rid = getattr(request.state, "request_id", "unknown")
+    return JSONResponse({"error": {"code": code, "message": message, "request_id": rid}}, status_code=status,
+                        headers={"x-request-id": rid})
+
+
+def create_app(deps: Dependencies, lifespan=None) -> FastAPI:
+    app = FastAPI(lifespan=lifespan, title="adrec recommender", version="1.0",
+                  description="Listings visually similar to a listing or an image, with A/B variants.",
+                  responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+                             503: {"model": ErrorResponse}})
+    cfg = deps.cfg
+    latency = deps.metrics.histogram("request_seconds", "request latency", ["route", "status"])
+    served = deps.metrics.counter("responses_total", "responses by fallback and variant", ["fallback", "variant"])
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next):
+        rid = request.headers.get("x-request-id", "")
+        request.state.request_id = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+        start = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:  # noqa: BLE001 - never a stack trace to the client
+            log.exception("unhandled error", extra={"request_id": request.state.request_id})
+            response = _error(request, 500, "internal", "internal error; quote the request id to support")
+        route = request.scope.get("route")
+        latency.labels(route=getattr(route, "path", "unmatched"), status=str(response.status_code)).observe(
+            time.perf_counter() - start)
+        response.headers["x-request-id"] = request.state.request_id
+        return response
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return _error(request, exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        parts = [f"{'.'.join(str(p) for p in e['loc'] if p not in ('query', 'path', 'body'))}: {e['msg']}"
+                 for e in exc.errors()[:10]]
+        return _error(request, 422, "invalid_request", "; ".join(parts))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return _error(request, exc.status_code, ERRORS.get(exc.status_code, "error"), str(exc.detail))
+
+    def assign(user_id: str | None) -> tuple[str, Assigned]:
+        uid = user_id or f"anon-{uuid.uuid4().hex[:16]}"
+        return uid, deps.assigner.assign(uid)
+
+    def make_query(assigned: Assigned, k: int | None, page: int, category: str | None, min_price: float | None,
+                   max_price: float | None, exclude_shop: bool) -> SearchQuery:
+        if min_price is not None and max_price is not None and min_price > max_price:
+            raise ApiError(422, "min_price must not exceed max_price")
+        p = assigned.params
+        return SearchQuery(k=k or p.k or cfg.default_k, page=page, category=category, min_price=min_price,
+                           max_price=max_price, exclude_seed_shop=exclude_shop,
+                           max_per_shop=p.max_per_shop or cfg.max_per_shop, overfetch=p.overfetch or cfg.overfetch,
+                           collection=p.collection)
+
+    def respond(request: Request, uid: str, assigned: Assigned, q: SearchQuery, result: Result) -> SimilarResponse:
+        rid = request.state.request_id
+        items = [Ad(listing_id=h.listing_id, score=h.score, title=h.fields.get("title"), price=h.fields.get("price"),
+                    currency=h.fields.get("currency"), image_uri=h.fields.get("image_uri"),
+                    shop_id=h.fields.get("shop_id"), category=h.fields.get("category")) for h in result.items]
+        seed_id = result.seed["listing_id"] if result.seed else None
+        if deps.impressions is not None and items:
+            deps.impressions.log(Impression(
+                request_id=rid, user_id=uid, seed_listing_id=seed_id, assignments=assigned.assignments,
+                items=[ShownItem(listing_id=a.listing_id, position=(q.page - 1) * q.k + i, score=a.score)
+                       for i, a in enumerate(items)], producer="recommender"))
+        served.labels(fallback=result.fallback or "none", variant=assigned.label()).inc()
+        return SimilarResponse(request_id=rid, user_id=uid, experiments=assigned.assignments,
+                               seed=Seed(**result.seed) if result.seed else None, k=q.k, page=q.page, items=items,
+                               fallback=result.fallback, model_version=result.model_version)
+
+    async def run(fn, *args):
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except NotFound as exc:
+            raise ApiError(404, str(exc)) from exc
+        except DependencyDown as exc:
+            raise ApiError(503, str(exc)) from exc
+
+    K = Annotated[int | None, Query(ge=1, le=cfg.max_k, description="results per page")]
+    Page = Annotated[int, Query(ge=1, le=cfg.max_page)]
+    Category = Annotated[str | None, Query(min_length=1, max_length=128,
+                                           description="a category, or `same` for the seed's category")]
+    Price = Annotated[float | None, Query(ge=0, le=1e9)]
+    UserId = Annotated[str | None, Query(pattern=ID_PATTERN, description="A/B unit (or header X-User-Id)")]
+
+    @app.get("/v1/listings/{listing_id}/similar", response_model=SimilarResponse, tags=["recommendations"],
+             summary="Listings that look like this one")
+    async def similar_to_listing(
+            request: Request,
+            listing_id: Annotated[str, Path(pattern=ID_PATTERN)],
+            k: K = None, page: Page = 1, category: Category = None, min_price: Price = None,
+            max_price: Price = None,
+            exclude_shop: Annotated[bool, Query(description="exclude the seed listing's shop")] = True,
+            user_id: UserId = None,
+            x_user_id: Annotated[str | None, Header(pattern=ID_PATTERN)] = None) -> SimilarResponse:
+        uid, assigned = assign(user_id or x_user_id)
+        q = make_query(assigned, k, page, category, min_price, max_price, exclude_shop)
+        result = await run(deps.similar.for_listing, listing_id, q)
+        return respond(request, uid, assigned, q, result)
+
+    @app.post("/v1/similar", response_model=SimilarResponse, tags=["recommendations"],
+              summary="Listings that look like an uploaded image or an image URI")
+    async def similar_to_image(
+            request: Request,
+            image: Annotated[UploadFile | None, File(description="an encoded image (JPEG, PNG, WebP)")] = None,
+            image_uri: Annotated[str | None, Form(max_length=2048)] = None,
+            k: K = None, page: Page = 1, category: Category = None, min_price: Price = None,
+            max_price: Price = None, user_id: UserId = None,
+            x_user_id: Annotated[str | None, Header(pattern=ID_PATTERN)] = None) -> SimilarResponse:
+        if (image is None) == (image_uri is None):
+            raise ApiError(422, "send exactly one of: an `image` file or an `image_uri` form field")
+        if image is not None:
+            data = await image.read(cfg.max_upload_bytes + 1)
+            if len(data) > cfg.max_upload_bytes:
+                raise ApiError(413, f"image larger than {cfg.max_upload_bytes} bytes")
+            if not data:
+                raise ApiError(422, "image: empty file")
+        else:
+            try:
+                data = await asyncio.to_thread(deps.fetcher.fetch, image_uri)
+            except FetchError as exc:
+                raise ApiError(422 if exc.permanent else 503, f"image_uri: {exc.reason}") from exc
+        if deps.embedder is None:
+            raise ApiError(503, "embedder not configured")
+        try:
+            vector = (await asyncio.to_thread(deps.embedder.embed_images, [data]))[0]
+        except EmbedderError as exc:
+            raise ApiError(422 if exc.permanent else 503, f"embedder: {exc.reason}") from exc
+        uid, assigned = assign(user_id or x_user_id)
+        q = make_query(assigned, k, page, category, min_price, max_price, True)
+        result = await run(deps.similar.for_vector, vector.tolist(), q, deps.embedder.cfg.model_name)
+        return respond(request, uid, assigned, q, result)
+
+    @app.get("/healthz", tags=["ops"], summary="liveness")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="readiness: the vector index and feature store answer")
+    async def readyz(request: Request):
+        ok, detail = await asyncio.to_thread(deps.ready) if deps.ready else (True, {})
+        if not ok:
+            return _error(request, 503, "not_ready", str(detail))
+        return {"status": "ready", **detail}
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def metrics() -> Response:
+        body, ctype = deps.metrics.exposition()
+        return Response(body, media_type=ctype)
+
+    return app

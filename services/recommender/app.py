@@ -1,0 +1,73 @@
+"""Wiring: settings -> clients -> domain -> FastAPI app (used by __main__ and tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.common.embedder_client import EmbedderClient
+from services.common.feature_store import FeatureStoreClient
+from services.common.image_fetch import ImageFetcher
+from services.common.kafka_client import EventProducer
+from services.common.metrics import Metrics
+from services.common.milvus_store import ListingVectorStore
+from services.experiments.assignment import Assigner
+from services.experiments.config import load_experiments
+
+from .api import Dependencies, create_app
+from .impressions import ImpressionLogger
+from .retrieval import SimilarListings
+from .settings import RecommenderSettings
+
+log = logging.getLogger(__name__)
+
+
+def build_app(s: RecommenderSettings, *, log_impressions: bool = True) -> FastAPI:
+    cfg = s.recommend
+    metrics = Metrics("recommender")
+    features = FeatureStoreClient(s.feast)
+    vectors = ListingVectorStore(s.milvus.model_copy(update={"timeout_s": cfg.milvus_timeout_s}))
+    similar = SimilarListings(features, vectors, cfg)
+    embedder = EmbedderClient(s.embedder.model_copy(update={"timeout_s": cfg.embedder_timeout_s}))
+    impressions = ImpressionLogger(lambda: EventProducer(s.kafka, client_id="adrec-recommender"), metrics,
+                                   maxsize=cfg.impression_queue) if log_impressions else None
+    fetcher = ImageFetcher(allowed_roots=cfg.image_roots, allow_private=cfg.allow_private_image_hosts)
+
+    def ready() -> tuple[bool, dict]:
+        detail: dict = {}
+        try:
+            detail["collection"] = vectors.alias_target()
+            detail["listings"] = vectors.count()
+        except Exception as exc:  # noqa: BLE001
+            return False, {"vector_index": str(exc)[:200]}
+        try:
+            features.read(["item_metadata:active"], [{"listing_id": "readiness-probe"}])
+        except Exception as exc:  # noqa: BLE001
+            return False, {"feature_store": str(exc)[:200]}
+        return True, detail
+
+    deps = Dependencies(similar=similar, assigner=Assigner(load_experiments(cfg.experiments_file)),
+                        impressions=impressions, embedder=embedder, fetcher=fetcher, metrics=metrics, cfg=cfg,
+                        ready=ready)
+    stop = threading.Event()
+
+    def refresh_loop() -> None:
+        while not stop.is_set():
+            similar.popular.maybe_refresh()
+            stop.wait(min(30.0, cfg.popular_refresh_s))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        await asyncio.to_thread(similar.warm_up)
+        threading.Thread(target=refresh_loop, name="popular-refresh", daemon=True).start()
+        yield
+        stop.set()
+        if impressions is not None:
+            impressions.close()
+        similar.close()
+
+    return create_app(deps, lifespan=lifespan)

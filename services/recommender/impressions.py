@@ -1,0 +1,56 @@
+"""Impression logging that never blocks or fails a request: a bounded queue drained by a
+background thread into Kafka; when the queue is full or Kafka is down, events are dropped
+and counted (the request has already been answered)."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from services.common.events import Impression, Topics
+from services.common.kafka_client import EventProducer
+from services.common.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class ImpressionLogger:
+    def __init__(self, producer_factory, metrics: Metrics, maxsize: int = 10_000,
+                 topic: str = Topics.USER_EVENTS) -> None:
+        self._factory = producer_factory
+        self._producer: EventProducer | None = None
+        self._queue: queue.Queue[Impression | None] = queue.Queue(maxsize=maxsize)
+        self.topic = topic
+        self.logged = metrics.counter("impressions_total", "impression events by outcome", ["outcome"])
+        self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
+        self._thread.start()
+
+    def log(self, event: Impression) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.logged.labels(outcome="dropped_queue_full").inc()
+
+    def _run(self) -> None:
+        while True:
+            ev = self._queue.get()
+            if ev is None:
+                break
+            try:
+                if self._producer is None:
+                    self._producer = self._factory()
+                fut = self._producer.publish(self.topic, ev)
+                fut.add_callback(lambda _meta: self.logged.labels(outcome="sent").inc())
+                fut.add_errback(lambda _exc: self.logged.labels(outcome="failed").inc())
+            except Exception as exc:  # noqa: BLE001 - never propagate to requests
+                self.logged.labels(outcome="failed").inc()
+                log.warning("impression not logged: %s", exc)
+                self._producer = None
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=timeout_s)
+        if self._producer is not None:
+            self._producer.flush(timeout_s)
+            self._producer.close(timeout_s)

@@ -1,0 +1,185 @@
+"""Similar listings, framework-free: seed vector (Feast) -> ANN with filters (Milvus) -> re-rank.
+
+Every dependency call has a timeout. When Milvus fails, the category-popular fallback answers
+(flagged); when there is nothing to fall back on, `DependencyDown` (the API's 503).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from services.common.milvus_store import Hit, ListingVectorStore, SearchFilter
+
+from .rerank import diversify
+from .settings import RecommendConfig
+
+log = logging.getLogger(__name__)
+SEED_FEATURES = ["item_embedding:embedding", "item_embedding:model_version", "item_metadata:shop_id",
+                 "item_metadata:category", "item_metadata:active", "item_metadata:title"]
+
+
+class NotFound(LookupError):
+    pass
+
+
+class DependencyDown(RuntimeError):
+    def __init__(self, dependency: str, reason: str) -> None:
+        super().__init__(f"{dependency} unavailable: {reason}")
+        self.dependency = dependency
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Query:
+    k: int
+    page: int = 1
+    category: str | None = None  # "same" = the seed's category
+    min_price: float | None = None
+    max_price: float | None = None
+    exclude_seed_shop: bool = True
+    max_per_shop: int = 2
+    overfetch: int = 4
+    collection: str | None = None  # variant override (model version)
+
+
+@dataclass
+class Result:
+    items: list[Hit]
+    seed: dict[str, Any] | None = None
+    fallback: str | None = None
+    model_version: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class SimilarListings:
+    def __init__(self, features, vectors: ListingVectorStore, cfg: RecommendConfig) -> None:
+        self.features = features
+        self.vectors = vectors
+        self.cfg = cfg
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="deps")
+        self.popular = PopularByCategory(vectors, cfg.popular_per_category, cfg.popular_refresh_s)
+
+    def _call(self, fn: Callable[[], Any], timeout_s: float, dependency: str) -> Any:
+        fut = self._pool.submit(fn)
+        try:
+            return fut.result(timeout=timeout_s)
+        except FutureTimeout as exc:
+            raise DependencyDown(dependency, f"timeout after {timeout_s}s") from exc
+        except (NotFound, DependencyDown):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any client error means the dependency failed
+            raise DependencyDown(dependency, str(exc)[:300]) from exc
+
+    def seed(self, listing_id: str) -> dict[str, Any]:
+        rows = self._call(lambda: self.features.read(SEED_FEATURES, [{"listing_id": listing_id}]),
+                          self.cfg.feast_timeout_s, "feature store")
+        row = rows[0]
+        if row.get("embedding") is None or row.get("active") is False:
+            raise NotFound(f"listing {listing_id} not found")
+        return row
+
+    def for_listing(self, listing_id: str, q: Query) -> Result:
+        t0 = time.perf_counter()
+        seed = self.seed(listing_id)
+        t1 = time.perf_counter()
+        category = seed.get("category") if q.category == "same" else q.category
+        flt = SearchFilter(active_only=True, category=category, min_price=q.min_price, max_price=q.max_price,
+                           exclude_ids=[listing_id],
+                           exclude_shop_ids=[seed["shop_id"]] if q.exclude_seed_shop and seed.get("shop_id") else [])
+        result = self._search(seed["embedding"], flt, q, fallback_category=seed.get("category"))
+        result.seed = {"listing_id": listing_id, "title": seed.get("title"), "category": seed.get("category"),
+                       "shop_id": seed.get("shop_id")}
+        result.model_version = seed.get("model_version")
+        result.timings_ms["feature_store"] = (t1 - t0) * 1000
+        return result
+
+    def for_vector(self, vector: Sequence[float], q: Query, model_version: str | None = None) -> Result:
+        flt = SearchFilter(active_only=True, category=None if q.category == "same" else q.category,
+                           min_price=q.min_price, max_price=q.max_price)
+        result = self._search(vector, flt, q, fallback_category=flt.category)
+        result.model_version = model_version
+        return result
+
+    def _search(self, vector: Sequence[float], flt: SearchFilter, q: Query, fallback_category: str | None) -> Result:
+        want = q.k * q.page
+        fetch = min(16_384, want * q.overfetch)
+        t0 = time.perf_counter()
+        try:
+            hits = self._call(lambda: self.vectors.search([vector], fetch, flt, collection=q.collection)[0],
+                              self.cfg.milvus_timeout_s, "vector index")
+        except DependencyDown as exc:
+            items = self.popular.get(flt.category or fallback_category, flt)
+            if items is None:
+                raise
+            log.warning("vector search failed (%s); serving category-popular fallback", exc.reason)
+            start = (q.page - 1) * q.k
+            return Result(items=items[start:start + q.k], fallback="category_popular")
+        t1 = time.perf_counter()
+        ranked = diversify(hits, q.max_per_shop, want)
+        start = (q.page - 1) * q.k
+        return Result(items=ranked[start:start + q.k], timings_ms={"vector_index": (t1 - t0) * 1000})
+
+    def warm_up(self) -> None:
+        """First calls load Feast's registry and open connections: do it before serving."""
+        try:
+            self.features.read(SEED_FEATURES, [{"listing_id": "warm-up"}])
+            self.popular.refresh()
+        except Exception as exc:  # noqa: BLE001 - readiness reports it; requests get 503s
+            log.warning("warm-up failed: %s", exc)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class PopularByCategory:
+    """Fallback lists: per category, active listings read from Milvus while it is healthy
+    (refreshed in the background), served when a search fails. Ordered by price as a neutral
+    proxy until the A/B aggregator's item CTR is wired in."""
+
+    def __init__(self, vectors: ListingVectorStore, per_category: int, refresh_s: float) -> None:
+        self.vectors = vectors
+        self.per_category = per_category
+        self.refresh_s = refresh_s
+        self._lists: dict[str, list[Hit]] = {}
+        self._all: list[Hit] = []
+        self._lock = threading.Lock()
+        self._loaded_at = 0.0
+
+    def refresh(self) -> None:
+        rows = self.vectors.query("active == true", limit=5000,
+                                  output_fields=["listing_id", "shop_id", "category", "price", "title",
+                                                 "image_uri", "currency"])
+        by_cat: dict[str, list[Hit]] = {}
+        for r in rows:
+            hit = Hit(str(r["listing_id"]), 0.0, {k: v for k, v in r.items() if k != "listing_id"})
+            by_cat.setdefault(r.get("category", ""), []).append(hit)
+        with self._lock:
+            self._lists = {c: sorted(v, key=lambda h: h.fields.get("price", 0))[:self.per_category]
+                           for c, v in by_cat.items()}
+            self._all = [h for v in self._lists.values() for h in v[:3]]
+            self._loaded_at = time.monotonic()
+
+    def maybe_refresh(self) -> None:
+        if time.monotonic() - self._loaded_at > self.refresh_s:
+            try:
+                self.refresh()
+            except Exception as exc:  # noqa: BLE001 - keep the old lists
+                log.warning("fallback refresh failed: %s", exc)
+
+    def get(self, category: str | None, flt: SearchFilter) -> list[Hit] | None:
+        with self._lock:
+            items = list(self._lists.get(category, [])) if category else list(self._all)
+        excluded = set(flt.exclude_ids)
+        shops = set(flt.exclude_shop_ids)
+        items = [h for h in items if h.listing_id not in excluded and h.fields.get("shop_id") not in shops
+                 and (flt.category is None or h.fields.get("category") == flt.category)
+                 and (flt.min_price is None or h.fields.get("price", 0) >= flt.min_price)
+                 and (flt.max_price is None or h.fields.get("price", 0) <= flt.max_price)]
+        return items or None
