@@ -80,7 +80,7 @@ def run_scenario(name: str, broker: KafkaBroker, milvus_uri: str, workdir: Path,
                             model_version="bench"),
     )
     if embedder_url:
-        settings.embedder.url = embedder_url
+        settings.embedder_client.url = embedder_url
     collector = Collector()
     worker = build_worker(settings, observe=collector)
     producer = EventProducer(kcfg, linger_ms=2)

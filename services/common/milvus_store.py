@@ -237,6 +237,7 @@ class ListingVectorStore:
                 collection or self.cfg.alias, data=[list(map(float, v)) for v in vectors], limit=k,
                 filter=expr, output_fields=list(output_fields), timeout=self.cfg.timeout_s,
                 search_params={"metric_type": self.cfg.metric, "params": dict(self.cfg.search_params)},
+                consistency_level=self.cfg.search_consistency,
             )
         except MilvusException as exc:
             raise VectorStoreError(f"search failed: {exc}") from exc

@@ -58,6 +58,8 @@ class MilvusConfig(BaseModel):
     index_params: dict[str, int | float | str] = Field(default_factory=dict,
                                                        description='e.g. {"M": 16, "efConstruction": 200} for HNSW')
     search_params: dict[str, int | float | str] = Field(default_factory=dict, description='e.g. {"ef": 64}')
+    search_consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = Field(
+        default="Bounded", description="reads: Bounded skips Strong's wait for the next time tick (~200 ms)")
     timeout_s: float = Field(default=5.0, gt=0)
 
 

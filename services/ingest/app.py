@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def build_embedder(s: IngestSettings) -> Embedder:
     if s.ingest.precomputed_vectors:
         return PrecomputedEmbedder(s.ingest.precomputed_vectors, s.ingest.model_version or "precomputed")
-    return RemoteEmbedder(EmbedderClient(s.embedder), s.ingest.model_version or s.embedder.model_name)
+    return RemoteEmbedder(EmbedderClient(s.embedder_client), s.ingest.model_version or s.embedder_client.model_name)
 
 
 def ensure_collection(store: ListingVectorStore, version: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
-from services.common.embedder_client import EmbedderConfig
+from services.common.embedder_client import EmbedderClientConfig
 from services.common.events import Topics
 from services.common.feature_store import FeatureStoreConfig
 from services.common.settings import KafkaConfig, MilvusConfig, ServiceSettings
@@ -41,5 +41,5 @@ class IngestSettings(ServiceSettings):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     milvus: MilvusConfig = Field(default_factory=MilvusConfig)
     feast: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
-    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    embedder_client: EmbedderClientConfig = Field(default_factory=EmbedderClientConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)

@@ -20,6 +20,8 @@ class ServiceSpec:
     health_path: str | None = "/healthz"
     env: Mapping[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 120.0
+    env_fn: Callable[[], Mapping[str, str]] | None = None  # computed at start (e.g. from the model card)
+    skip_reason: Callable[[], str | None] | None = None  # a reason not to start it now, or None
 
     @property
     def url(self) -> str:
@@ -30,5 +32,69 @@ def python_module(module: str, *args: str) -> Callable[[Mapping[str, str]], list
     return lambda _endpoints: [sys.executable, "-m", module, *args]
 
 
-# Filled in by the service issues (embedder, ingest worker, recommender, A/B metrics).
-SERVICES: list[ServiceSpec] = []
+def model_card(model_dir: str) -> dict | None:
+    import json
+    from pathlib import Path
+
+    card = Path(model_dir) / "model_card.json"
+    return json.loads(card.read_text()) if card.exists() else None
+
+
+def _model_dir() -> str:
+    import os
+    from pathlib import Path
+
+    return os.environ.get("ADREC_EMBEDDER__MODEL_DIR") or str(Path(__file__).resolve().parents[2] / "out" / "vision-demo")
+
+
+def _no_model() -> str | None:
+    if model_card(_model_dir()) is None:
+        return f"no exported model in {_model_dir()} (run `make train-demo` or set ADREC_EMBEDDER__MODEL_DIR)"
+    return None
+
+
+def _ports() -> tuple[int, int, int, int]:
+    import os
+
+    return (int(os.environ.get("ADREC_LOCAL_EMBEDDER_PORT", "18080")),
+            int(os.environ.get("ADREC_LOCAL_EMBEDDER_GRPC_PORT", "18081")),
+            int(os.environ.get("ADREC_LOCAL_INGEST_METRICS_PORT", "18090")),
+            int(os.environ.get("ADREC_LOCAL_RECOMMENDER_PORT", "18000")))
+
+
+def _model_env() -> dict[str, str]:
+    """What the embedder's clients must agree on: served name, vector size, model version."""
+    card = model_card(_model_dir()) or {}
+    http, _, _, _ = _ports()
+    return {"ADREC_EMBEDDER_CLIENT__URL": f"http://127.0.0.1:{http}",
+            "ADREC_EMBEDDER_CLIENT__MODEL_NAME": str(card.get("name", "")),
+            "ADREC_MILVUS__DIM": str(card.get("embedding_dim", 256)),
+            "ADREC_INGEST__MODEL_VERSION": str(card.get("version", "1")).replace(".", "_")}
+
+
+def _embedder() -> ServiceSpec:
+    """Issue 5: the KServe embedder (REST 18080, gRPC 18081) serving ADREC_EMBEDDER__MODEL_DIR
+    (default out/vision-demo, written by `make train-demo`)."""
+    http, grpc, _, _ = _ports()
+    return ServiceSpec("embedder", python_module("services.embedder", "--host", "127.0.0.1", "--http_port", str(http),
+                                                 "--grpc_port", str(grpc)),
+                       port=http, health_path="/v2/health/ready", env={"ADREC_EMBEDDER__MODEL_DIR": _model_dir()},
+                       skip_reason=_no_model)
+
+
+def _ingest() -> ServiceSpec:
+    """Issue 6: the ingest worker (Kafka listings -> embedder -> Milvus + Feast); /metrics on 18090."""
+    _, _, metrics, _ = _ports()
+    return ServiceSpec("ingest", python_module("services.ingest"), port=metrics, health_path="/metrics",
+                       env_fn=lambda: {**_model_env(), "ADREC_METRICS_PORT": str(metrics)}, skip_reason=_no_model)
+
+
+def _recommender() -> ServiceSpec:
+    """Issue 7: the REST API on 18000 (docs at /docs)."""
+    _, _, _, port = _ports()
+    return ServiceSpec("recommender", python_module("services.recommender"), port=port, health_path="/healthz",
+                       env_fn=lambda: {**_model_env(), "ADREC_PORT": str(port)})
+
+
+# In start order; each service issue adds its spec here.
+SERVICES: list[ServiceSpec] = [_embedder(), _ingest(), _recommender()]

@@ -112,8 +112,13 @@ class Supervisor:
         self.endpoints["ADREC_FEAST__REGISTRY_PATH"] = str(s.run_dir / "feast" / "registry.db")
 
     def _start_service(self, spec: ServiceSpec) -> None:
+        reason = spec.skip_reason() if spec.skip_reason else None
+        if reason:
+            self.echo(f"  skipping {spec.name}: {reason}")
+            return
         t = self._step(spec.name)
-        env = {**os.environ, **self.endpoints, **spec.env, "HF_HUB_OFFLINE": "1"}
+        env = {**os.environ, **self.endpoints, **spec.env, **(spec.env_fn() if spec.env_fn else {}),
+               "HF_HUB_OFFLINE": "1", "ADREC_LOG_JSON": "true"}
         proc = ManagedProcess(spec.name, spec.argv(self.endpoints), env=env,
                               log_path=self.settings.run_dir / "logs" / f"{spec.name}.log",
                               pid_path=self.settings.run_dir / f"{spec.name}.pid")

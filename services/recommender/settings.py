@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
-from services.common.embedder_client import EmbedderConfig
+from services.common.embedder_client import EmbedderClientConfig
 from services.common.feature_store import FeatureStoreConfig
 from services.common.settings import KafkaConfig, MilvusConfig, ServiceSettings
 
@@ -36,5 +36,5 @@ class RecommenderSettings(ServiceSettings):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     milvus: MilvusConfig = Field(default_factory=MilvusConfig)
     feast: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
-    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    embedder_client: EmbedderClientConfig = Field(default_factory=EmbedderClientConfig)
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)

@@ -20,7 +20,7 @@ def exercise(uri: str, **index: object) -> None:
     rng = np.random.default_rng(1)
     vecs = rng.normal(size=(300, DIM)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    store = ListingVectorStore(MilvusConfig(uri=uri, dim=DIM, **index))
+    store = ListingVectorStore(MilvusConfig(uri=uri, dim=DIM, search_consistency="Strong", **index))
     try:
         coll = store.create_collection(store.collection_name("t1"), drop_existing=True)
         store.point_alias(coll)

@@ -25,7 +25,7 @@ def start_up(run_dir: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "ADREC_LOCAL_RUN_DIR": str(run_dir), "ADREC_LOCAL_KAFKA_PORT": "0",
            "ADREC_LOCAL_KAFKA_CONTROLLER_PORT": "0", "ADREC_LOCAL_MILVUS_PORT": "0",
            "ADREC_LOCAL_REDIS_PORT": "0", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "services.localstack", "up", "--redis"], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "services.localstack", "up", "--redis", "--infra-only"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

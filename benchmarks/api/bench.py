@@ -1,0 +1,229 @@
+"""`make bench-api`: the similar-listings endpoint vs a raw pymilvus search of the same queries.
+
+For each catalogue size (default 100k and 1M vectors, dim 256) on the embedded real Milvus
+2.3.5 (IVF_FLAT), in one run:
+- raw: `MilvusClient.search` with the endpoint's own filter and limit (k x overfetch), the
+  seed vector already in hand;
+- api: `GET /v1/listings/{id}/similar` over real HTTP against the recommender (uvicorn, one
+  process) reading the seed from Feast (SQLite) and re-ranking.
+Latency p50/p99 at concurrency 1; max throughput (QPS) at concurrency 8, each for a fixed
+time, the load generator in this process for both. milvus-lite is measured separately
+(--milvus lite) and noted, not used for the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from benchmarks.results import write
+from services.common.feature_store import FeatureStoreClient, FeatureStoreConfig
+from services.common.milvus_store import ListingVectorStore, SearchFilter
+from services.common.settings import MilvusConfig
+from services.localstack.milvus_server import EmbeddedMilvus, MilvusLiteServer
+from services.localstack.ports import free_port
+
+DIM = 256
+K, OVERFETCH = 12, 4
+N_SEEDS = 500
+REPO = Path(__file__).resolve().parents[2]
+
+
+def populate(uri: str, n: int, index: dict, vecs_fn) -> ListingVectorStore:
+    store = ListingVectorStore(MilvusConfig(uri=uri, dim=DIM, **index))
+    coll = store.create_collection(store.collection_name(f"bench{n}"), drop_existing=True)
+    store.point_alias(coll)
+    client = store._client  # noqa: SLF001 - bulk insert: the wrapper's per-row validation is not the point here
+    rng = np.random.default_rng(1)
+    step = 20_000
+    t = time.perf_counter()
+    for start in range(0, n, step):
+        m = min(step, n - start)
+        v = vecs_fn(start, m)
+        client.insert(coll, [{"listing_id": f"l-{start + i}", "embedding": v[i].tolist(),
+                              "shop_id": f"shop-{(start + i) % 997}", "category": f"c{(start + i) % 50}",
+                              "price": float(rng.integers(1, 500)), "active": True, "updated_at": 1,
+                              "model_version": "bench", "title": f"listing {start + i}",
+                              "image_uri": f"/img/{start + i}.jpg", "currency": "USD"} for i in range(m)])
+        print(f"  inserted {start + m}/{n} ({time.perf_counter() - t:.0f}s)", flush=True)
+    client.flush(coll)
+    client.release_collection(coll)
+    client.load_collection(coll)
+    print(f"  loaded {n} in {time.perf_counter() - t:.0f}s", flush=True)
+    return store
+
+
+def vectors_for(start: int, m: int) -> np.ndarray:
+    rng = np.random.default_rng(start)
+    centers = np.random.default_rng(0).normal(size=(200, DIM)).astype(np.float32)
+    v = centers[rng.integers(0, 200, m)] + 0.5 * rng.normal(size=(m, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def percentiles(lat: list[float]) -> tuple[float, float]:
+    a = np.asarray(lat) * 1000
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+
+def run_raw(store: ListingVectorStore, seeds: list[tuple[str, np.ndarray, str]], seconds: float,
+            concurrency: int) -> tuple[list[float], float]:
+    lat: list[float] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+    count = [0]
+
+    def loop(offset: int) -> None:
+        i = offset
+        while time.perf_counter() < stop:
+            lid, vec, shop = seeds[i % len(seeds)]
+            flt = SearchFilter(exclude_ids=[lid], exclude_shop_ids=[shop])
+            t = time.perf_counter()
+            store._client.search(store.cfg.alias, data=[vec.tolist()], limit=K * OVERFETCH,  # noqa: SLF001
+                                 filter=flt.expression(), output_fields=["shop_id", "category", "price", "title",
+                                                                         "image_uri", "currency"],
+                                 search_params={"metric_type": "COSINE", "params": store.cfg.search_params})
+            with lock:
+                lat.append(time.perf_counter() - t)
+                count[0] += 1
+            i += concurrency
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=loop, args=(j,)) for j in range(concurrency)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    return lat, count[0] / (time.perf_counter() - start)
+
+
+async def run_api(base: str, seeds: list[tuple[str, np.ndarray, str]], seconds: float,
+                  concurrency: int) -> tuple[list[float], float, int]:
+    lat: list[float] = []
+    errors = [0]
+    stop = time.perf_counter() + seconds
+    async with httpx.AsyncClient(base_url=base, timeout=10, limits=httpx.Limits(max_connections=concurrency)) as c:
+        async def loop(offset: int) -> None:
+            i = offset
+            while time.perf_counter() < stop:
+                lid = seeds[i % len(seeds)][0]
+                t = time.perf_counter()
+                r = await c.get(f"/v1/listings/{lid}/similar", params={"k": K})
+                lat.append(time.perf_counter() - t)
+                if r.status_code != 200:
+                    errors[0] += 1
+                i += concurrency
+        start = time.perf_counter()
+        await asyncio.gather(*[loop(j) for j in range(concurrency)])
+        return lat, len(lat) / (time.perf_counter() - start), errors[0]
+
+
+def start_api(milvus_uri: str, feast: FeatureStoreConfig, index: dict, workdir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "ADREC_PORT": str(port), "ADREC_MILVUS__URI": milvus_uri, "ADREC_MILVUS__DIM": str(DIM),
+           "ADREC_MILVUS__SEARCH_PARAMS": __import__("json").dumps(index.get("search_params", {})),
+           "ADREC_FEAST__REGISTRY_PATH": feast.registry_path, "ADREC_FEAST__SQLITE_PATH": feast.sqlite_path,
+           "ADREC_LOG_LEVEL": "WARNING", "ADREC_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1",
+           "ADREC_RECOMMEND__OVERFETCH": str(OVERFETCH), "ADREC_RECOMMEND__POPULAR_REFRESH_S": "100000",
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "services.recommender"], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"recommender exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("recommender did not become ready")
+
+
+def bench_size(n: int, uri: str, index: dict, workdir: Path, seconds: float, label: str) -> list[dict]:
+    print(f"[{label}] {n} vectors", flush=True)
+    seed_idx = np.random.default_rng(2).choice(n, N_SEEDS, replace=False)
+    store = populate(uri, n, index, vectors_for)
+    rows = store.get([f"l-{i}" for i in seed_idx], with_vectors=True)
+    seeds = [(r["listing_id"], np.asarray(r["embedding"], np.float32), r["shop_id"]) for r in rows]
+    feast = FeatureStoreConfig(registry_path=str(workdir / f"reg{n}.db"), sqlite_path=str(workdir / f"on{n}.db"))
+    fs = FeatureStoreClient(feast)
+    fs.apply()
+    fs.push("item_embedding_push", [{"listing_id": lid, "embedding": v.tolist(), "model_version": "bench",
+                                     "updated_at": 1} for lid, v, _ in seeds])
+    fs.push("item_metadata_push", [{"listing_id": lid, "shop_id": shop, "title": "t", "category": "c",
+                                    "price": 1.0, "currency": "USD", "image_uri": "/x", "active": True,
+                                    "updated_at": 1} for lid, _, shop in seeds])
+    api, base = start_api(uri, feast, index, workdir)
+    out = []
+    try:
+        run_raw(store, seeds, 2, 2)  # warm-up both paths
+        asyncio.run(run_api(base, seeds, 2, 2))
+        raw_lat, _ = run_raw(store, seeds, seconds, 1)
+        api_lat, _, api_err = asyncio.run(run_api(base, seeds, seconds, 1))
+        _, raw_qps = run_raw(store, seeds, seconds, 8)
+        _, api_qps, err2 = asyncio.run(run_api(base, seeds, seconds, 8))
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+        store.drop_collection(store.alias_target() or f"listings_vbench{n}")
+        store.close()
+    rp50, rp99 = percentiles(raw_lat)
+    ap50, ap99 = percentiles(api_lat)
+    out.append({"milvus": label, "vectors": n, "path": "raw pymilvus", "p50_ms": rp50, "p99_ms": rp99,
+                "qps_c8": raw_qps, "p50_ratio": 1.0, "qps_ratio": 1.0, "errors": 0})
+    out.append({"milvus": label, "vectors": n, "path": "GET /similar", "p50_ms": ap50, "p99_ms": ap99,
+                "qps_c8": api_qps, "p50_ratio": ap50 / rp50, "qps_ratio": api_qps / raw_qps,
+                "errors": api_err + err2})
+    for r in out:
+        print(r, flush=True)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="100000,1000000")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--milvus", choices=["server", "lite"], default="server")
+    args = p.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        work = Path(tmp)
+        if args.milvus == "server":
+            server, label = EmbeddedMilvus(work / "milvus"), "Milvus 2.3.5 (IVF_FLAT nlist=1024, nprobe=16)"
+            index = {"index_type": "IVF_FLAT", "index_params": {"nlist": 1024}, "search_params": {"nprobe": 16}}
+        else:
+            server, label = MilvusLiteServer(work / "milvus"), "milvus-lite server"
+            index = {}
+        server.start()
+        try:
+            for n in sizes:
+                rows += bench_size(n, server.uri, index, work, args.seconds, label)
+        finally:
+            server.stop()
+    api_rows = [r for r in rows if r["path"] != "raw pymilvus"]
+    verdict = all(r["p50_ratio"] <= 1.3 and r["qps_ratio"] >= 0.8 for r in api_rows)
+    notes = ["one machine (2 cores) runs Milvus, the API, and the load generator: ratios matter more than absolutes",
+             f"target: p50 <= 1.3x raw and QPS >= 0.8x raw: {'MET' if verdict else 'NOT MET'} "
+             + ", ".join(f"{r['vectors']}: p50 {r['p50_ratio']:.2f}x, qps {r['qps_ratio']:.2f}x" for r in api_rows),
+             f"k={K}, over-fetch x{OVERFETCH}; API = Feast (SQLite) seed read + Milvus search + re-rank + JSON"]
+    name = "api" if args.milvus == "server" else "api-milvus-lite"
+    _, m = write(name, rows, ["milvus", "vectors", "path", "p50_ms", "p99_ms", "qps_c8", "p50_ratio", "qps_ratio",
+                              "errors"], notes)
+    print(m.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,332 @@
+"""Embedder benchmark: images/s and p50/p99 latency at 1, 8, 32 concurrent clients, side by side
+with a raw ONNX Runtime forward pass at the same batch size, in the same run.
+
+Each client sends ONE preprocessed image (FP32 [1, 3, H, W]) per request over gRPC
+(raw_input_contents, kserve's InferenceGRPCClient) and waits for the answer before sending the
+next; the server batches concurrent requests (up to 32). The raw baseline runs the same model
+file with the same session options directly at batch 1, 8 and 32, measured right before each
+server repetition (alternating, median of --reps) so both see the same machine load. Extra rows: encoded JPEGs over gRPC (server
+decodes) and the REST v2 binary extension, at 32 clients.
+
+    python -m benchmarks.embedder.bench [--model-dir DIR] [--seconds 8] [--out out/bench/embedder]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from services.localstack.ports import free_port  # noqa: E402
+from services.localstack.process import ManagedProcess  # noqa: E402
+
+DATA = Path(os.environ.get("ADREC_DATA_DIR", REPO.parent / "shared" / "data"))
+CONCURRENCY = (1, 8, 32)
+
+
+# -- the model -----------------------------------------------------------------------------
+
+def demo_model(out: Path) -> Path:
+    """out/vision-demo if trained, else the demo config's architecture + packaged ImageNet weights."""
+    trained = REPO / "out" / "vision-demo"
+    if (trained / "model_card.json").is_file() and (trained / "model.onnx").is_file():
+        return trained
+    if (out / "model_card.json").is_file():
+        return out
+    import torch
+
+    from pipelines.vision.config import load_config
+    from pipelines.vision.export import export_all
+    from pipelines.vision.model import build_model
+
+    print(f"no trained model in {trained}; exporting the demo architecture with ImageNet weights to {out}", flush=True)
+    cfg = load_config(REPO / "configs" / "vision" / "demo.yaml", ["version=0.0.0-bench", "export.torchscript=false"])
+    torch.manual_seed(0)
+    model, _ = build_model(cfg, {"category": 10})
+    model.eval()
+    export_all(model.embedding_net(), cfg, out, card_kwargs=dict(
+        embedding_dim=model.embedding_dim, heads=[{"name": "category", "num_classes": 10}], metrics={},
+        data_hash="bench (untrained heads, ImageNet backbone)"))
+    return out
+
+
+def real_inputs(spec, n: int = 64) -> tuple[np.ndarray, list[bytes]]:
+    from pipelines.vision.preprocessing import preprocess_bytes
+
+    paths = sorted((DATA / "fashion-products" / "images").glob("*.jpg"))[: n // 2] + \
+        sorted((DATA / "clothing" / "test").glob("*/*.jpg"))[: n // 2]
+    if not paths:
+        raise SystemExit(f"no images under {DATA}")
+    jpegs = [p.read_bytes() for p in paths]
+    return np.stack([preprocess_bytes(b, spec) for b in jpegs]), jpegs
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+# -- raw ONNX Runtime ------------------------------------------------------------------------
+
+def bench_raw(session, x: np.ndarray, batch: int, seconds: float) -> dict:
+    xb = np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])))
+    for _ in range(3):
+        session.run(None, {"images": xb})
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        t = time.perf_counter()
+        session.run(None, {"images": xb})
+        lat.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - t0
+    return {"batch": batch, "images_per_s": len(lat) * batch / elapsed, "p50_ms": pct(lat, 50) * 1e3,
+            "p99_ms": pct(lat, 99) * 1e3, "forwards": len(lat)}
+
+
+# -- the server ------------------------------------------------------------------------------
+
+def start_server(model_dir: Path, log_dir: Path, threads: int, max_batch: int, max_wait_ms: float) -> tuple:
+    http, grpc_port = free_port(), free_port()
+    env = {**os.environ, "ADREC_EMBEDDER__MODEL_DIR": str(model_dir), "ADREC_EMBEDDER__HOST": "127.0.0.1",
+           "ADREC_EMBEDDER__HTTP_PORT": str(http), "ADREC_EMBEDDER__GRPC_PORT": str(grpc_port),
+           "ADREC_EMBEDDER__INTRA_OP_THREADS": str(threads), "ADREC_EMBEDDER__MAX_BATCH_SIZE": str(max_batch),
+           "ADREC_EMBEDDER__MAX_WAIT_MS": str(max_wait_ms), "ADREC_EMBEDDER__DECODE_THREADS": str(threads),
+           "ADREC_LOG_LEVEL": "WARNING"}
+    proc = ManagedProcess("embedder-bench", [sys.executable, "-m", "services.embedder"], env=env, cwd=REPO,
+                          log_path=log_dir / "embedder.log")
+    proc.start()
+    url = f"http://127.0.0.1:{http}/v2/health/ready"
+    proc.wait_ready(lambda: urllib.request.urlopen(url, timeout=2).status == 200, timeout=180, interval=0.5)
+    return proc, http, grpc_port
+
+
+async def _load(make_call, clients: int, seconds: float, warmup_s: float = 1.0) -> dict:
+    lat: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + warmup_s + seconds
+    measure_from = time.perf_counter() + warmup_s
+
+    async def client(i: int) -> None:
+        nonlocal errors
+        call = make_call(i)
+        k = 0
+        while True:
+            t = time.perf_counter()
+            if t >= stop_at:
+                return
+            try:
+                await call(k)
+            except Exception:  # noqa: BLE001 - counted, the run goes on
+                errors += 1
+            done = time.perf_counter()
+            if t >= measure_from and done <= stop_at:
+                lat.append(done - t)
+            k += 1
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return {"clients": clients, "images_per_s": len(lat) / seconds, "p50_ms": pct(lat, 50) * 1e3,
+            "p99_ms": pct(lat, 99) * 1e3, "requests": len(lat), "errors": errors}
+
+
+async def bench_grpc_tensor(url: str, model: str, x: np.ndarray, clients: int, seconds: float) -> dict:
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+    grpc_clients = [InferenceGRPCClient(url, retries=0, timeout=60) for _ in range(min(clients, 8))]
+
+    def make_call(i: int):
+        client = grpc_clients[i % len(grpc_clients)]
+
+        async def call(k: int) -> None:
+            inp = InferInput("images", [1, *x.shape[1:]], "FP32")
+            inp.set_data_from_numpy(x[(i * 7 + k) % len(x)][None], binary_data=True)
+            res = await client.infer(InferRequest(model_name=model, infer_inputs=[inp]))
+            assert res.outputs[0].shape[0] == 1
+        return call
+
+    try:
+        return await _load(make_call, clients, seconds)
+    finally:
+        for c in grpc_clients:
+            await c.close()
+
+
+async def bench_grpc_jpeg(url: str, model: str, jpegs: list[bytes], clients: int, seconds: float) -> dict:
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+    grpc_clients = [InferenceGRPCClient(url, retries=0, timeout=60) for _ in range(min(clients, 8))]
+
+    def make_call(i: int):
+        client = grpc_clients[i % len(grpc_clients)]
+
+        async def call(k: int) -> None:
+            inp = InferInput("image_bytes", [1], "BYTES")
+            inp.set_data_from_numpy(np.array([jpegs[(i * 7 + k) % len(jpegs)]], dtype=object), binary_data=True)
+            await client.infer(InferRequest(model_name=model, infer_inputs=[inp]))
+        return call
+
+    try:
+        return await _load(make_call, clients, seconds)
+    finally:
+        for c in grpc_clients:
+            await c.close()
+
+
+async def bench_rest_tensor(base_url: str, model: str, x: np.ndarray, clients: int, seconds: float) -> dict:
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    rest = InferenceRESTClient(RESTConfig(protocol="v2", retries=0, timeout=60))
+
+    def make_call(i: int):
+        async def call(k: int) -> None:
+            inp = InferInput("images", [1, *x.shape[1:]], "FP32")
+            inp.set_data_from_numpy(x[(i * 7 + k) % len(x)][None], binary_data=True)
+            await rest.infer(base_url, InferRequest(model_name=model, infer_inputs=[inp],
+                                                    parameters={"binary_data_output": True}), model_name=model)
+        return call
+
+    try:
+        return await _load(make_call, clients, seconds)
+    finally:
+        await rest.close()
+
+
+def scrape_batches(http: int) -> tuple[float, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5).read().decode()
+    vals = {}
+    for line in text.splitlines():
+        for key in ("adrec_embedder_batch_size_sum", "adrec_embedder_batch_size_count"):
+            if line.startswith(key + " "):
+                vals[key] = float(line.split()[1])
+    return vals.get("adrec_embedder_batch_size_sum", 0.0), vals.get("adrec_embedder_batch_size_count", 0.0)
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The repetition with the median throughput."""
+    return dict(sorted(runs, key=lambda r: r["images_per_s"])[(len(runs) - 1) // 2]) if len(runs) > 1 else dict(runs[0])
+
+
+# -- report --------------------------------------------------------------------------------
+
+def table(result: dict) -> str:
+    lines = ["| clients | transport | server img/s | p50 ms | p99 ms | mean batch | raw ORT batch | raw img/s | "
+             "raw p50 ms (per forward) | server / raw |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        raw = r.get("raw") or {}
+        ratio = f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-"
+        lines.append(f"| {r['clients']} | {r['transport']} | {r['images_per_s']:.1f} | {r['p50_ms']:.1f} | "
+                     f"{r['p99_ms']:.1f} | {r['mean_batch']:.1f} | {raw.get('batch', '-')} | "
+                     f"{raw['images_per_s']:.1f} | {raw['p50_ms']:.1f} | {ratio} |" if raw else
+                     f"| {r['clients']} | {r['transport']} | {r['images_per_s']:.1f} | {r['p50_ms']:.1f} | "
+                     f"{r['p99_ms']:.1f} | {r['mean_batch']:.1f} | - | - | - | - |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model-dir", type=Path, help="exported model (default: out/vision-demo, else a demo export)")
+    p.add_argument("--seconds", type=float, default=6.0, help="measured seconds per server repetition")
+    p.add_argument("--reps", type=int, default=3, help="alternating raw/server repetitions per level (median kept)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="ORT intra-op threads (server and raw)")
+    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--no-extra", action="store_true", help="skip the JPEG and REST rows")
+    p.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "embedder")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    from pipelines.vision.preprocessing import PreprocessSpec
+    from services.embedder.model_bundle import load_bundle
+    from services.embedder.runtime import ort_session_options
+
+    import onnxruntime as ort
+
+    model_dir = args.model_dir or demo_model(REPO / "out" / "bench" / "embedder-model")
+    bundle = load_bundle(model_dir)
+    spec: PreprocessSpec = bundle.spec
+    x, jpegs = real_inputs(spec)
+    session = ort.InferenceSession(str(bundle.file("onnx")), sess_options=ort_session_options(args.threads),
+                                   providers=["CPUExecutionProvider"])
+    print(f"model {bundle.name} {bundle.version} ({model_dir}), input {bundle.input_shape}, dim {bundle.embedding_dim}; "
+          f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}", flush=True)
+
+    # context: raw throughput at every batch size (the server's batches are often smaller than 32)
+    sweep = [bench_raw(session, x, b, max(1.0, args.seconds / 3)) for b in (1, 4, 8, 16, 32)]
+    print("raw ORT sweep: " + ", ".join(f"b={r['batch']} {r['images_per_s']:.0f} img/s" for r in sweep), flush=True)
+    proc, http, grpc_port = start_server(model_dir, args.out, args.threads, args.max_batch, args.max_wait_ms)
+    grpc_url, base_url = f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http}"
+    rows = []
+    try:
+        plan = [(c, "grpc-fp32", min(c, args.max_batch)) for c in CONCURRENCY]
+        if not args.no_extra:
+            plan += [(32, "grpc-jpeg", None), (32, "rest-v2-binary-fp32", None)]
+        for clients, transport, raw_batch in plan:
+            # raw and server alternate (args.reps times) so both see the same background load
+            raws, runs = [], []
+            s0, n0 = scrape_batches(http)
+            for _ in range(args.reps if raw_batch else 1):
+                if raw_batch:
+                    raws.append(bench_raw(session, x, raw_batch, args.seconds / 2))
+                if transport == "grpc-fp32":
+                    runs.append(asyncio.run(bench_grpc_tensor(grpc_url, bundle.name, x, clients, args.seconds)))
+                elif transport == "grpc-jpeg":
+                    runs.append(asyncio.run(bench_grpc_jpeg(grpc_url, bundle.name, jpegs, clients, args.seconds)))
+                else:
+                    runs.append(asyncio.run(bench_rest_tensor(base_url, bundle.name, x, clients, args.seconds)))
+            s1, n1 = scrape_batches(http)
+            r, raw = median_run(runs), (median_run(raws) if raws else None)
+            r.update(transport=transport, raw=raw, mean_batch=(s1 - s0) / max(1.0, n1 - n0),
+                     ratio=r["images_per_s"] / raw["images_per_s"] if raw else None,
+                     repetitions={"server_images_per_s": [round(v["images_per_s"], 1) for v in runs],
+                                  "raw_images_per_s": [round(v["images_per_s"], 1) for v in raws]})
+            rows.append(r)
+            print(f"  {clients:>2} clients {transport:<20} {r['images_per_s']:7.1f} img/s  p50 {r['p50_ms']:6.1f} ms  "
+                  f"p99 {r['p99_ms']:6.1f} ms  batch {r['mean_batch']:4.1f}"
+                  + (f"  | raw b={raw['batch']} {raw['images_per_s']:7.1f} img/s  ratio {r['ratio']:.2f}" if raw else ""),
+                  flush=True)
+    finally:
+        proc.stop()
+
+    result = {
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": {"dir": str(model_dir), "name": bundle.name, "version": bundle.version,
+                  "input": list(bundle.input_shape), "embedding_dim": bundle.embedding_dim},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "onnxruntime": ort.__version__,
+                    "load_avg_1m_end": os.getloadavg()[0]},
+        "server": {"max_batch_size": args.max_batch, "max_wait_ms": args.max_wait_ms, "intra_op_threads": args.threads,
+                   "clients_in": "the benchmark process (same machine, same cores)"},
+        "seconds_per_repetition": args.seconds, "repetitions": args.reps,
+        "target": "server >= 0.9x raw ORT images/s at 32 clients (grpc-fp32)",
+        "rows": rows,
+        "raw_sweep": sweep,
+    }
+    r32 = next(r for r in rows if r["clients"] == 32 and r["transport"] == "grpc-fp32")
+    result["target_met"] = bool(r32["ratio"] >= 0.9)
+    md = (f"# Embedder benchmark ({result['created_at']})\n\nModel `{bundle.name}` {bundle.version}, input "
+          f"{list(bundle.input_shape)}, dim {bundle.embedding_dim}; {os.cpu_count()} CPUs; server max batch "
+          f"{args.max_batch}, max wait {args.max_wait_ms} ms, {args.threads} ORT threads; clients on the same machine."
+          f"\n\n{table(result)}\n\nRaw ORT by batch size (before the server started): "
+          + ", ".join(f"{r['batch']}: {r['images_per_s']:.0f} img/s" for r in sweep) + "\n\nTarget (>= 0.9x raw at 32 clients): "
+          f"{'met' if result['target_met'] else 'NOT met'} ({r32['ratio']:.2f}x).\n")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name in (f"embedder-{stamp}", "latest"):
+        (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
+        (args.out / f"{name}.md").write_text(md)
+    print("\n" + md)
+    print(f"results: {args.out / 'latest.json'}, {args.out / 'latest.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""KServe payloads <-> embedder inputs and outputs (v1 JSON, v2 open inference protocol REST/gRPC).
+
+Inputs:
+- v1 `:predict`: {"instances": [<base64 str> | {"b64": str} | {"image_bytes": {"b64": str}}, ...]}
+- v2 (REST or gRPC), one input tensor, told apart by datatype:
+  BYTES [N] encoded images (raw bytes over gRPC; base64 strings in REST JSON), or
+  FP32 [N, 3, H, W] already preprocessed as the model card's `input` says.
+Outputs: v1 {"predictions": [[D floats], ...], "model_name", "model_version"};
+v2 one output "embedding" FP32 [N, D] (binary over gRPC; binary in REST when asked with the
+`binary_data_output` parameter).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from .decoding import BadInput, ImageLimits, b64decode
+
+OUTPUT_NAME = "embedding"
+BYTES_INPUT, TENSOR_INPUT = "image_bytes", "images"
+
+
+@dataclass
+class Parsed:
+    protocol: str  # "v1" | "v2"
+    images: list[bytes] | None = None  # encoded images ...
+    tensor: np.ndarray | None = None  # ... or a preprocessed batch
+    request: InferRequest | None = None
+    kind: str = ""  # "bytes" | "tensor": what the client sent
+
+    def __post_init__(self) -> None:
+        self.kind = self.kind or ("tensor" if self.tensor is not None else "bytes")
+
+
+def _image_from_bytes(data: bytes, limits: ImageLimits) -> bytes:
+    """Raw image bytes, or base64 text sent as bytes (gRPC bytes_contents of a string)."""
+    head = data[:64].strip()
+    if head and all(c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\r\n" for c in head):
+        try:
+            return b64decode(data.strip(), limits)
+        except BadInput as exc:
+            if exc.reason == "too_many_bytes":
+                raise
+    return data
+
+
+def _v1_instance(i: int, inst: Any, limits: ImageLimits) -> bytes:
+    if isinstance(inst, dict):
+        inst = inst.get("image_bytes", inst)
+        if isinstance(inst, dict):
+            inst = inst.get("b64")
+    if not isinstance(inst, str):
+        raise BadInput("bad_request", f'instance {i}: expected a base64 string, {{"b64": ...}} or '
+                                      f'{{"image_bytes": {{"b64": ...}}}}, got {type(inst).__name__}')
+    try:
+        return b64decode(inst, limits)
+    except BadInput as exc:
+        raise exc.at(i) from None
+
+
+def parse_v1(body: Any, limits: ImageLimits, max_images: int) -> Parsed:
+    if isinstance(body, (bytes, str)):  # kserve passes the raw body on for non-JSON content types
+        try:
+            body = json.loads(body)
+        except ValueError as exc:
+            raise BadInput("bad_request", f"v1 request body is not JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
+        raise BadInput("bad_request", 'v1 request body must be {"instances": [<base64 image>, ...]}')
+    instances = body["instances"]
+    if not 1 <= len(instances) <= max_images:
+        raise BadInput("bad_request", f"{len(instances)} instances, allowed 1..{max_images}")
+    return Parsed("v1", images=[_v1_instance(i, inst, limits) for i, inst in enumerate(instances)])
+
+
+def parse_v2(req: InferRequest, limits: ImageLimits, max_images: int) -> Parsed:
+    if len(req.inputs) != 1:
+        raise BadInput("bad_request", f"expected exactly one input ({BYTES_INPUT!r} BYTES or {TENSOR_INPUT!r} FP32), "
+                                      f"got {len(req.inputs)}")
+    inp = req.inputs[0]
+    if inp.datatype == "BYTES":
+        try:
+            items = inp.as_numpy().reshape(-1)
+        except Exception as exc:  # noqa: BLE001 - shape/data mismatch from the client
+            raise BadInput("bad_shape", f"input {inp.name!r}: BYTES data does not fit shape {inp.shape}: {exc}") from None
+        if not 1 <= len(items) <= max_images:
+            raise BadInput("bad_request", f"{len(items)} images, allowed 1..{max_images}")
+        images = []
+        for i, item in enumerate(items):
+            try:
+                images.append(b64decode(item, limits) if isinstance(item, str) else _image_from_bytes(bytes(item), limits))
+            except BadInput as exc:
+                raise exc.at(i) from None
+        return Parsed("v2", images=images, request=req)
+    if inp.datatype == "FP32":
+        try:
+            x = inp.as_numpy()
+        except Exception as exc:  # noqa: BLE001
+            raise BadInput("bad_shape", f"input {inp.name!r}: FP32 data does not fit shape {inp.shape}: {exc}") from None
+        return Parsed("v2", tensor=x, request=req)
+    raise BadInput("bad_dtype", f"input {inp.name!r} has datatype {inp.datatype}; send BYTES (encoded images) "
+                                "or FP32 (preprocessed [N, 3, H, W])")
+
+
+def v1_response(emb: np.ndarray, model_name: str, model_version: str) -> dict:
+    return {"predictions": emb.tolist(), "model_name": model_name, "model_version": model_version}
+
+
+def v2_response(emb: np.ndarray, req: InferRequest, model_name: str, model_version: str) -> InferResponse:
+    out = InferOutput(name=OUTPUT_NAME, shape=list(emb.shape), datatype="FP32")
+    # raw bytes, not an ndarray: kserve 0.21's to_grpc() tests an ndarray's truth value (ValueError)
+    out.set_data_from_numpy(np.ascontiguousarray(emb, dtype=np.float32), binary_data=True)
+    return InferResponse(response_id=req.id or str(uuid.uuid4()), model_name=model_name, model_version=model_version,
+                         infer_outputs=[out], use_binary_outputs=req.use_binary_outputs,
+                         requested_outputs=req.request_outputs)
