@@ -11,18 +11,18 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Header, Path, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, ORJSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common.embedder_client import EmbedderClient, EmbedderError
-from services.common.events import ID_PATTERN, Impression, ShownItem
+from services.common.events import ID_PATTERN
 from services.common.image_fetch import FetchError, ImageFetcher
 from services.common.metrics import Metrics
 from services.experiments.assignment import Assigned, Assigner
 
 from .impressions import ImpressionLogger
 from .retrieval import DependencyDown, NotFound, Query as SearchQuery, Result, SimilarListings
-from .schemas import Ad, ErrorResponse, Seed, SimilarResponse
+from .schemas import ErrorResponse, SimilarResponse
 from .settings import RecommendConfig
 
 log = logging.getLogger(__name__)
@@ -107,21 +107,24 @@ def create_app(deps: Dependencies, lifespan=None) -> FastAPI:
                            max_per_shop=p.max_per_shop or cfg.max_per_shop, overfetch=p.overfetch or cfg.overfetch,
                            collection=p.collection)
 
-    def respond(request: Request, uid: str, assigned: Assigned, q: SearchQuery, result: Result) -> SimilarResponse:
+    def respond(request: Request, uid: str, assigned: Assigned, q: SearchQuery, result: Result) -> Response:
+        """Built as plain dicts and serialised with orjson: the response model documents the shape
+        (OpenAPI) and tests check it; validating it again on every request would double the cost."""
         rid = request.state.request_id
-        items = [Ad(listing_id=h.listing_id, score=h.score, title=h.fields.get("title"), price=h.fields.get("price"),
-                    currency=h.fields.get("currency"), image_uri=h.fields.get("image_uri"),
-                    shop_id=h.fields.get("shop_id"), category=h.fields.get("category")) for h in result.items]
-        seed_id = result.seed["listing_id"] if result.seed else None
+        items = [{"listing_id": h.listing_id, "score": h.score, "title": h.fields.get("title"),
+                  "price": h.fields.get("price"), "currency": h.fields.get("currency"),
+                  "image_uri": h.fields.get("image_uri"), "shop_id": h.fields.get("shop_id"),
+                  "category": h.fields.get("category")} for h in result.items]
+        experiments = [a.model_dump() for a in assigned.assignments]
         if deps.impressions is not None and items:
-            deps.impressions.log(Impression(
-                request_id=rid, user_id=uid, seed_listing_id=seed_id, assignments=assigned.assignments,
-                items=[ShownItem(listing_id=a.listing_id, position=(q.page - 1) * q.k + i, score=a.score)
-                       for i, a in enumerate(items)], producer="recommender"))
+            deps.impressions.log_shown(request_id=rid, user_id=uid,
+                                       seed_listing_id=result.seed["listing_id"] if result.seed else None,
+                                       assignments=experiments, start=(q.page - 1) * q.k,
+                                       shown=[(i["listing_id"], i["score"]) for i in items])
         served.labels(fallback=result.fallback or "none", variant=assigned.label()).inc()
-        return SimilarResponse(request_id=rid, user_id=uid, experiments=assigned.assignments,
-                               seed=Seed(**result.seed) if result.seed else None, k=q.k, page=q.page, items=items,
-                               fallback=result.fallback, model_version=result.model_version)
+        return ORJSONResponse({"request_id": rid, "user_id": uid, "experiments": experiments, "seed": result.seed,
+                               "k": q.k, "page": q.page, "items": items, "fallback": result.fallback,
+                               "model_version": result.model_version})
 
     async def run(fn, *args):
         try:
@@ -147,7 +150,7 @@ def create_app(deps: Dependencies, lifespan=None) -> FastAPI:
             max_price: Price = None,
             exclude_shop: Annotated[bool, Query(description="exclude the seed listing's shop")] = True,
             user_id: UserId = None,
-            x_user_id: Annotated[str | None, Header(pattern=ID_PATTERN)] = None) -> SimilarResponse:
+            x_user_id: Annotated[str | None, Header(pattern=ID_PATTERN)] = None) -> Response:
         uid, assigned = assign(user_id or x_user_id)
         q = make_query(assigned, k, page, category, min_price, max_price, exclude_shop)
         result = await run(deps.similar.for_listing, listing_id, q)
@@ -161,7 +164,7 @@ def create_app(deps: Dependencies, lifespan=None) -> FastAPI:
             image_uri: Annotated[str | None, Form(max_length=2048)] = None,
             k: K = None, page: Page = 1, category: Category = None, min_price: Price = None,
             max_price: Price = None, user_id: UserId = None,
-            x_user_id: Annotated[str | None, Header(pattern=ID_PATTERN)] = None) -> SimilarResponse:
+            x_user_id: Annotated[str | None, Header(pattern=ID_PATTERN)] = None) -> Response:
         if (image is None) == (image_uri is None):
             raise ApiError(422, "send exactly one of: an `image` file or an `image_uri` form field")
         if image is not None:

@@ -20,17 +20,25 @@ class ImpressionLogger:
                  topic: str = Topics.USER_EVENTS) -> None:
         self._factory = producer_factory
         self._producer: EventProducer | None = None
-        self._queue: queue.Queue[Impression | None] = queue.Queue(maxsize=maxsize)
+        self._queue: queue.Queue[Impression | dict | None] = queue.Queue(maxsize=maxsize)
         self.topic = topic
         self.logged = metrics.counter("impressions_total", "impression events by outcome", ["outcome"])
         self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
         self._thread.start()
 
-    def log(self, event: Impression) -> None:
+    def log(self, event: Impression | dict) -> None:
         try:
             self._queue.put_nowait(event)
         except queue.Full:
             self.logged.labels(outcome="dropped_queue_full").inc()
+
+    def log_shown(self, *, request_id: str, user_id: str, seed_listing_id: str | None, assignments: list[dict],
+                  start: int, shown: list[tuple[str, float]]) -> None:
+        """Queue what a response showed; the event is built and validated off the request path."""
+        self.log({"request_id": request_id, "user_id": user_id, "seed_listing_id": seed_listing_id,
+                  "assignments": assignments, "producer": "recommender",
+                  "items": [{"listing_id": lid, "position": start + i, "score": score}
+                            for i, (lid, score) in enumerate(shown)]})
 
     def _run(self) -> None:
         while True:
@@ -38,6 +46,8 @@ class ImpressionLogger:
             if ev is None:
                 break
             try:
+                if isinstance(ev, dict):
+                    ev = Impression(**ev)
                 if self._producer is None:
                     self._producer = self._factory()
                 fut = self._producer.publish(self.topic, ev)

@@ -111,14 +111,14 @@ class SimilarListings:
         want = q.k * q.page
         fetch = min(16_384, want * q.overfetch)
         t0 = time.perf_counter()
-        try:
-            hits = self._call(lambda: self.vectors.search([vector], fetch, flt, collection=q.collection)[0],
-                              self.cfg.milvus_timeout_s, "vector index")
-        except DependencyDown as exc:
+        try:  # inline: the Milvus client enforces its own timeout (cfg.milvus_timeout_s)
+            hits = self.vectors.search([vector], fetch, flt, collection=q.collection)[0]
+        except Exception as err:  # noqa: BLE001 - any client error: the index is down for us
+            down = DependencyDown("vector index", str(err)[:300])
             items = self.popular.get(flt.category or fallback_category, flt)
             if items is None:
-                raise
-            log.warning("vector search failed (%s); serving category-popular fallback", exc.reason)
+                raise down from err
+            log.warning("vector search failed (%s); serving category-popular fallback", down.reason)
             start = (q.page - 1) * q.k
             return Result(items=items[start:start + q.k], fallback="category_popular")
         t1 = time.perf_counter()

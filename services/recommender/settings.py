@@ -33,6 +33,7 @@ class RecommenderSettings(ServiceSettings):
 
     service_name: str = "recommender"
     port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     milvus: MilvusConfig = Field(default_factory=MilvusConfig)
     feast: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)

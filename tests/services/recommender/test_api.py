@@ -12,6 +12,7 @@ import pytest
 from services.common.events import Topics
 from services.common.kafka_client import EventConsumer, ensure_topics
 from services.common.settings import KafkaConfig
+from services.recommender.schemas import SimilarResponse
 
 pytestmark = pytest.mark.kafka
 
@@ -41,6 +42,7 @@ def test_response_carries_render_fields_request_id_and_variant(client, catalogue
                    headers={"x-request-id": "req-abcdef123"})
     body = r.json()
     assert r.status_code == 200 and r.headers["x-request-id"] == body["request_id"] == "req-abcdef123"
+    SimilarResponse.model_validate(body)  # the documented (OpenAPI) shape
     assert body["user_id"] == "u-42" and body["k"] == 8 and len(body["items"]) == 8
     assert body["seed"]["listing_id"] == seed["listing_id"] and body["model_version"] == "pixels16"
     first = body["items"][0]
