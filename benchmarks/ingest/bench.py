@@ -15,6 +15,8 @@ Milvus is the embedded real Milvus 2.3.5 when `scripts/bootstrap.sh milvus` inst
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import logging
 import tempfile
 import threading
@@ -24,6 +26,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 from benchmarks.results import write
@@ -37,7 +40,10 @@ from services.ingest.processor import BatchResult
 from services.ingest.settings import DATA_DIR, IngestConfig, IngestSettings
 from services.localstack.kafka_broker import KafkaBroker
 from services.localstack.milvus_server import EmbeddedMilvus, MilvusLiteServer
+from services.localstack.paths import REPO_ROOT as REPO
 from services.localstack.paths import milvus_server_python
+from services.localstack.ports import free_port
+from services.localstack.process import ManagedProcess
 
 DIM = 256
 IMAGES = sorted((DATA_DIR / "fashion-products" / "images").glob("*.jpg"))
@@ -66,7 +72,7 @@ class Collector:
 
 def run_scenario(name: str, broker: KafkaBroker, milvus_uri: str, workdir: Path, *, rate: float | None,
                  seconds: float, backlog: int, precomputed: Path | None, embedder_url: str | None,
-                 milvus_index: dict) -> dict:
+                 milvus_index: dict, model_name: str | None = None) -> dict:
     run = uuid.uuid4().hex[:6]
     topic = f"bench-{name}-{run}"
     kcfg = KafkaConfig(bootstrap_servers=broker.bootstrap_servers, client_id="bench")
@@ -81,6 +87,8 @@ def run_scenario(name: str, broker: KafkaBroker, milvus_uri: str, workdir: Path,
     )
     if embedder_url:
         settings.embedder_client.url = embedder_url
+        if model_name:
+            settings.embedder_client.model_name = model_name
     collector = Collector()
     worker = build_worker(settings, observe=collector)
     producer = EventProducer(kcfg, linger_ms=2)
@@ -141,6 +149,8 @@ def main() -> int:
     p.add_argument("--backlog", type=int, default=20_000)
     p.add_argument("--milvus", choices=["auto", "server", "lite"], default="auto")
     p.add_argument("--embedder-url", default=None, help="a running embedder (KServe v2) for the embedder scenario")
+    p.add_argument("--model-dir", default=str(REPO / "out" / "vision-demo"),
+                   help="start an embedder on this exported model for the embedder scenario (if it exists)")
     p.add_argument("--embedder-rate", type=float, default=50.0)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -159,6 +169,23 @@ def main() -> int:
         broker = KafkaBroker(work / "kafka")
         broker.start()
         milvus.start()
+        embedder = None
+        card = Path(args.model_dir) / "model_card.json"
+        if not args.embedder_url and card.exists():
+            import json
+
+            port = free_port()
+            embedder = ManagedProcess("embedder", [sys.executable, "-m", "services.embedder", "--model_dir",
+                                                   args.model_dir, "--host", "127.0.0.1", "--http_port", str(port),
+                                                   "--grpc_port", str(free_port())],
+                                      log_path=work / "embedder.log", env={**os.environ, "ADREC_LOG_LEVEL": "WARNING"})
+            embedder.start()
+            embedder.wait_ready(lambda: httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2)
+                                .status_code == 200, timeout=120)
+            args.embedder_url = f"http://127.0.0.1:{port}"
+            model_name = json.loads(card.read_text())["name"]
+        else:
+            model_name = None
         rows = []
         try:
             print(f"milvus: {'embedded Milvus 2.3.5' if use_server else 'milvus-lite server'}", flush=True)
@@ -171,9 +198,12 @@ def main() -> int:
             if args.embedder_url:
                 rows.append(run_scenario("embedder", broker, milvus.uri, work, rate=args.embedder_rate,
                                          seconds=args.seconds, backlog=0, precomputed=None,
-                                         embedder_url=args.embedder_url, milvus_index=index))
+                                         embedder_url=args.embedder_url, milvus_index=index,
+                                         model_name=model_name))
                 print(rows[-1], flush=True)
         finally:
+            if embedder is not None:
+                embedder.stop()
             milvus.stop()
             broker.stop()
     paced = rows[0]

@@ -69,7 +69,7 @@ def _model_env() -> dict[str, str]:
     return {"ADREC_EMBEDDER_CLIENT__URL": f"http://127.0.0.1:{http}",
             "ADREC_EMBEDDER_CLIENT__MODEL_NAME": str(card.get("name", "")),
             "ADREC_MILVUS__DIM": str(card.get("embedding_dim", 256)),
-            "ADREC_INGEST__MODEL_VERSION": str(card.get("version", "1")).replace(".", "_")}
+            "ADREC_INGEST__MODEL_VERSION": str(card.get("version", "1"))}
 
 
 def _embedder() -> ServiceSpec:
