@@ -46,6 +46,7 @@ from services.localstack.ports import free_port
 from services.localstack.process import ManagedProcess
 
 DIM = 256
+MAX_RECORDS = int(os.environ.get("BENCH_INGEST_MAX_RECORDS", "1000"))
 IMAGES = sorted((DATA_DIR / "fashion-products" / "images").glob("*.jpg"))
 
 
@@ -81,7 +82,7 @@ def run_scenario(name: str, broker: KafkaBroker, milvus_uri: str, workdir: Path,
         kafka=kcfg, milvus=MilvusConfig(uri=milvus_uri, dim=DIM, alias=f"bench_{name}_{run}", **milvus_index),
         feast=FeatureStoreConfig(registry_path=str(workdir / f"reg-{run}.db"),
                                  sqlite_path=str(workdir / f"online-{run}.db")),
-        ingest=IngestConfig(topic=topic, group_id=f"bench-{run}", poll_timeout_s=0.05, poll_max_records=500,
+        ingest=IngestConfig(topic=topic, group_id=f"bench-{run}", poll_timeout_s=0.05, poll_max_records=MAX_RECORDS,
                             precomputed_vectors=str(precomputed) if precomputed else None,
                             model_version="bench"),
     )

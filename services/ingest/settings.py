@@ -18,7 +18,8 @@ DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"
 class IngestConfig(BaseModel):
     topic: str = Topics.LISTINGS
     group_id: str = "adrec-ingest"
-    poll_max_records: int = Field(default=500, ge=1, le=10_000)
+    poll_max_records: int = Field(default=1000, ge=1, le=10_000,
+                                  description="batch size cap: larger batches amortise the per-batch writes")
     poll_timeout_s: float = Field(default=0.2, gt=0)
     fetch_workers: int = Field(default=8, ge=1, le=128)
     image_roots: list[str] = Field(default_factory=lambda: [str(DATA_DIR)],
