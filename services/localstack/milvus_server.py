@@ -29,8 +29,40 @@ def _ping(uri: str) -> bool:
         client.close()
 
 
+class _MilvusProcess:
+    """A Milvus server process: start, wait until a client can list collections, stop by PID."""
+
+    workdir: Path
+    port: int
+    _proc: ManagedProcess
+    startup_timeout_s = 60.0
+    stop_timeout_s = 20.0
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    def start(self, timeout: float | None = None):
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._proc.start()
+        self._proc.wait_ready(lambda: _ping(self.uri), timeout=timeout or self.startup_timeout_s, interval=0.5)
+        return self
+
+    def stop(self) -> int | None:
+        code = self._proc.stop(timeout=self.stop_timeout_s)
+        wait_port_closed(self.port)
+        return code
+
+    def running(self) -> bool:
+        return self._proc.running()
+
+
 @dataclass
-class MilvusLiteServer:
+class MilvusLiteServer(_MilvusProcess):
     workdir: Path
     port: int = field(default_factory=free_port)
 
@@ -42,34 +74,14 @@ class MilvusLiteServer:
         self._proc = ManagedProcess("milvus-lite", argv, log_path=self.workdir / "milvus-lite.log",
                                     pid_path=self.workdir / "milvus-lite.pid")
 
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid
-
-    def start(self, timeout: float = 60.0) -> MilvusLiteServer:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._proc.start()
-        self._proc.wait_ready(lambda: _ping(self.uri), timeout=timeout, interval=0.5)
-        return self
-
-    def stop(self) -> int | None:
-        code = self._proc.stop(timeout=20)
-        wait_port_closed(self.port)
-        return code
-
-    def running(self) -> bool:
-        return self._proc.running()
-
 
 @dataclass
-class EmbeddedMilvus:
+class EmbeddedMilvus(_MilvusProcess):
     workdir: Path
     port: int = field(default_factory=free_port)
     python: Path = field(default_factory=milvus_server_python)
+    startup_timeout_s = 180.0
+    stop_timeout_s = 60.0
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -80,25 +92,3 @@ class EmbeddedMilvus:
                 str(self.workdir / "data"), str(self.port)]
         self._proc = ManagedProcess("milvus-2.3.5", argv, log_path=self.workdir / "milvus.log",
                                     pid_path=self.workdir / "milvus.pid")
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid
-
-    def start(self, timeout: float = 180.0) -> EmbeddedMilvus:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._proc.start()
-        self._proc.wait_ready(lambda: _ping(self.uri), timeout=timeout, interval=1.0)
-        return self
-
-    def stop(self) -> int | None:
-        code = self._proc.stop(timeout=60)
-        wait_port_closed(self.port)
-        return code
-
-    def running(self) -> bool:
-        return self._proc.running()
