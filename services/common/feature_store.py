@@ -24,6 +24,7 @@ from .settings import RedisConfig
 
 log = logging.getLogger(__name__)
 REPO_PATH = Path(__file__).resolve().parents[2] / "feature_repo"
+SQL_URLS = ("postgresql", "mysql", "sqlite://")  # a shared SQL registry (the cluster); else a file
 
 
 class FeatureStoreConfig(BaseModel):
@@ -45,7 +46,8 @@ class FeatureStoreConfig(BaseModel):
         return RepoConfig(
             project=self.project,
             provider="local",
-            registry=RegistryConfig(path=self.registry_path, cache_ttl_seconds=self.registry_cache_ttl_s),
+            registry=RegistryConfig(path=self.registry_path, cache_ttl_seconds=self.registry_cache_ttl_s,
+                                    registry_type="sql" if self.registry_path.startswith(SQL_URLS) else "file"),
             online_store=online,
             offline_store={"type": "file"},
             entity_key_serialization_version=3,

@@ -14,35 +14,16 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.helpers.k8s_schemas import crd_schema
+
 from .conftest import REPO
 
-CRD = Path(os.environ.get("ADREC_K8S_SCHEMAS", REPO.parent / "shared" / "k8s-schemas")) / \
-    "serving.kserve.io_inferenceservices.yaml"
 MANIFESTS = sorted((REPO / "k8s" / "embedder").glob("*.yaml"))
-
-
-def to_json_schema(node):
-    """OpenAPI v3 (Kubernetes flavour) -> JSON Schema: int-or-string, nullable."""
-    if isinstance(node, list):
-        return [to_json_schema(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: to_json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
-    if node.get("x-kubernetes-int-or-string"):
-        out.pop("type", None)
-        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if node.get("nullable") and "type" in out:
-        out["type"] = [out["type"], "null"]
-    return out
 
 
 @pytest.fixture(scope="module")
 def isvc_schema() -> dict:
-    if not CRD.is_file():
-        pytest.fail(f"CRD schema not found: {CRD}")
-    crd = yaml.safe_load(CRD.read_text())
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")
-    return to_json_schema(version["schema"]["openAPIV3Schema"])
+    return crd_schema()
 
 
 def test_both_variants_exist():
