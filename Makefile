@@ -46,3 +46,10 @@ clean: ## remove local platform state (.cache/run); keeps the venv and downloads
 
 bench-ingest: bootstrap-milvus ## ingest events/s and freshness p50/p99 (precomputed vectors; +embedder with EMBEDDER_URL=)
 	@$(PY) -m benchmarks.ingest.bench $(if $(EMBEDDER_URL),--embedder-url $(EMBEDDER_URL),) $(BENCH_ARGS)
+
+bench-api: bootstrap-milvus ## recommender endpoint vs raw pymilvus (p50/p99, QPS) on 100k and 1M vectors, Milvus 2.3.5
+	@command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
+	@$(PY) -m benchmarks.api.bench $(BENCH_ARGS)
+
+bench: bench-ingest bench-api bench-embedder ## every benchmark, then one summary table (benchmarks/results/summary.md)
+	@$(PY) -m benchmarks.summary

@@ -66,6 +66,7 @@ fi
 
 # --- 4. redis-server (Feast's production-like online store) ------------------------------
 command -v redis-server >/dev/null || apt_install redis-server
+command -v wrk >/dev/null || apt_install wrk  # load generator for make bench-api
 # the Debian package starts a system-wide instance on 6379; tests use their own on free ports.
 
 # --- 5. helm, built from source with the Go module proxy ---------------------------------

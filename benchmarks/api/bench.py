@@ -30,6 +30,10 @@ from benchmarks.results import write
 from services.common.feature_store import FeatureStoreClient, FeatureStoreConfig
 from services.common.milvus_store import ListingVectorStore, SearchFilter
 from services.common.settings import MilvusConfig
+from services.common.events import Topics
+from services.common.kafka_client import ensure_topics
+from services.common.settings import KafkaConfig
+from services.localstack.kafka_broker import KafkaBroker
 from services.localstack.milvus_server import EmbeddedMilvus, MilvusLiteServer
 from services.localstack.ports import free_port
 
@@ -133,12 +137,13 @@ end
     return float(p50), float(p99), float(rps), int(errors)
 
 
-def start_api(milvus_uri: str, feast: FeatureStoreConfig, index: dict, workdir: Path) -> tuple[subprocess.Popen, str]:
+def start_api(milvus_uri: str, feast: FeatureStoreConfig, index: dict, workdir: Path,
+              kafka: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "ADREC_PORT": str(port), "ADREC_MILVUS__URI": milvus_uri, "ADREC_MILVUS__DIM": str(DIM),
            "ADREC_MILVUS__SEARCH_PARAMS": __import__("json").dumps(index.get("search_params", {})),
            "ADREC_FEAST__REGISTRY_PATH": feast.registry_path, "ADREC_FEAST__SQLITE_PATH": feast.sqlite_path,
-           "ADREC_LOG_LEVEL": "WARNING", "ADREC_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1",
+           "ADREC_LOG_LEVEL": "WARNING", "ADREC_KAFKA__BOOTSTRAP_SERVERS": kafka,
            "ADREC_RECOMMEND__OVERFETCH": str(OVERFETCH), "ADREC_RECOMMEND__POPULAR_REFRESH_S": "100000",
            "ADREC_WORKERS": os.environ.get("BENCH_API_WORKERS", "2"), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "services.recommender"], cwd=REPO, env=env, text=True,
@@ -158,7 +163,7 @@ def start_api(milvus_uri: str, feast: FeatureStoreConfig, index: dict, workdir: 
     raise RuntimeError("recommender did not become ready")
 
 
-def bench_size(n: int, uri: str, index: dict, workdir: Path, seconds: float, label: str) -> list[dict]:
+def bench_size(n: int, uri: str, index: dict, workdir: Path, seconds: float, label: str, kafka: str) -> list[dict]:
     print(f"[{label}] {n} vectors", flush=True)
     seed_idx = np.random.default_rng(2).choice(n, N_SEEDS, replace=False)
     store = populate(uri, n, index, vectors_for)
@@ -172,7 +177,7 @@ def bench_size(n: int, uri: str, index: dict, workdir: Path, seconds: float, lab
     fs.push("item_metadata_push", [{"listing_id": lid, "shop_id": shop, "title": "t", "category": "c",
                                     "price": 1.0, "currency": "USD", "image_uri": "/x", "active": True,
                                     "updated_at": 1} for lid, _, shop in seeds])
-    api, base = start_api(uri, feast, index, workdir)
+    api, base = start_api(uri, feast, index, workdir, kafka)
     out = []
     try:
         run_raw(store, seeds, 2, 2)  # warm-up both paths
@@ -183,7 +188,11 @@ def bench_size(n: int, uri: str, index: dict, workdir: Path, seconds: float, lab
         _, _, api_qps, err2 = run_wrk(base, seeds, seconds, 8, workdir)
     finally:
         api.terminate()
-        api.wait(timeout=30)
+        try:
+            api.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            api.kill()
+            api.wait(timeout=10)
         store.drop_collection(store.alias_target() or f"listings_vbench{n}")
         store.close()
     rp50, rp99 = percentiles(raw_lat)
@@ -214,17 +223,20 @@ def main() -> int:
             server, label = MilvusLiteServer(work / "milvus"), "milvus-lite server"
             index = {}
         server.start()
+        broker = KafkaBroker(work / "kafka").start()  # impressions are really logged, as in production
+        ensure_topics(KafkaConfig(bootstrap_servers=broker.bootstrap_servers), [Topics.USER_EVENTS])
         try:
             for n in sizes:
-                rows += bench_size(n, server.uri, index, work, args.seconds, label)
+                rows += bench_size(n, server.uri, index, work, args.seconds, label, broker.bootstrap_servers)
         finally:
             server.stop()
+            broker.stop()
     api_rows = [r for r in rows if r["path"] != "raw pymilvus"]
     verdict = all(r["p50_ratio"] <= 1.3 and r["qps_ratio"] >= 0.8 for r in api_rows)
     notes = ["one machine (2 cores) runs Milvus, the API, and the load generator: ratios matter more than absolutes",
              f"target: p50 <= 1.3x raw and QPS >= 0.8x raw: {'MET' if verdict else 'NOT MET'} "
              + ", ".join(f"{r['vectors']}: p50 {r['p50_ratio']:.2f}x, qps {r['qps_ratio']:.2f}x" for r in api_rows),
-             f"k={K}, over-fetch x{OVERFETCH}; API = Feast (SQLite) seed read + Milvus search + re-rank + JSON"]
+             f"k={K}, over-fetch x{OVERFETCH}; API = Feast (SQLite) seed read + Milvus search + re-rank + JSON + impression to Kafka"]
     name = "api" if args.milvus == "server" else "api-milvus-lite"
     _, m = write(name, rows, ["milvus", "vectors", "path", "p50_ms", "p99_ms", "qps_c8", "p50_ratio", "qps_ratio",
                               "errors"], notes)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 from services.common.events import Impression, Topics
 from services.common.kafka_client import EventProducer
@@ -17,7 +18,8 @@ log = logging.getLogger(__name__)
 
 class ImpressionLogger:
     def __init__(self, producer_factory, metrics: Metrics, maxsize: int = 10_000,
-                 topic: str = Topics.USER_EVENTS) -> None:
+                 topic: str = Topics.USER_EVENTS, retry_after_s: float = 10.0) -> None:
+        self.retry_after_s = retry_after_s
         self._factory = producer_factory
         self._producer: EventProducer | None = None
         self._queue: queue.Queue[Impression | dict | None] = queue.Queue(maxsize=maxsize)
@@ -41,10 +43,14 @@ class ImpressionLogger:
                             for i, (lid, score) in enumerate(shown)]})
 
     def _run(self) -> None:
+        down_until = 0.0
         while True:
             ev = self._queue.get()
             if ev is None:
                 break
+            if time.monotonic() < down_until:  # Kafka unreachable: drop (counted) instead of piling up
+                self.logged.labels(outcome="dropped_kafka_down").inc()
+                continue
             try:
                 if isinstance(ev, dict):
                     ev = Impression(**ev)
@@ -55,8 +61,9 @@ class ImpressionLogger:
                 fut.add_errback(lambda _exc: self.logged.labels(outcome="failed").inc())
             except Exception as exc:  # noqa: BLE001 - never propagate to requests
                 self.logged.labels(outcome="failed").inc()
-                log.warning("impression not logged: %s", exc)
+                log.warning("impression not logged, pausing %.0fs: %s", self.retry_after_s, exc)
                 self._producer = None
+                down_until = time.monotonic() + self.retry_after_s
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._queue.put(None)

@@ -1,0 +1,74 @@
+"""`make bench`: every benchmark's figures in one table, each with its reference and ratio.
+
+Reads the per-benchmark results (benchmarks/results/*.json, out/bench/embedder/latest.json)
+and writes benchmarks/results/summary.{json,md}. Run the benchmarks first (the Makefile does).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.results import RESULTS_DIR, machine_info, write
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def rows() -> list[dict]:
+    out: list[dict] = []
+    ing = _load(RESULTS_DIR / "ingest.json")
+    if ing:
+        for r in ing["rows"]:
+            if r["scenario"] == "paced":
+                out.append({"benchmark": "ingest", "figure": "freshness p99 at 1,000 events/s (s)",
+                            "value": r["freshness_p99_s"], "reference": "target 1.0 s",
+                            "ratio": r["freshness_p99_s"] / 1.0, "met": r["freshness_p99_s"] <= 1.0})
+                out.append({"benchmark": "ingest", "figure": "sustained events/s (paced at 1,000)",
+                            "value": r["events_per_s"], "reference": "offered 1,000/s",
+                            "ratio": r["events_per_s"] / 1000, "met": None})
+            elif r["scenario"] == "drain":
+                out.append({"benchmark": "ingest", "figure": "max events/s (drain a backlog)",
+                            "value": r["events_per_s"], "reference": "-", "ratio": None, "met": None})
+            elif r["scenario"] == "embedder":
+                out.append({"benchmark": "ingest", "figure": f"freshness p99 via embedder at {r['target_rate']:.0f}/s (s)",
+                            "value": r["freshness_p99_s"], "reference": "-", "ratio": None, "met": None})
+    api = _load(RESULTS_DIR / "api.json")
+    if api:
+        for r in api["rows"]:
+            if r["path"] == "raw pymilvus":
+                continue
+            out.append({"benchmark": "api", "figure": f"p50 latency, {r['vectors']:,} vectors (ms)",
+                        "value": r["p50_ms"], "reference": "raw pymilvus, target <= 1.3x",
+                        "ratio": r["p50_ratio"], "met": r["p50_ratio"] <= 1.3})
+            out.append({"benchmark": "api", "figure": f"QPS at 8 clients, {r['vectors']:,} vectors",
+                        "value": r["qps_c8"], "reference": "raw pymilvus, target >= 0.8x",
+                        "ratio": r["qps_ratio"], "met": r["qps_ratio"] >= 0.8})
+    emb = _load(REPO / "out" / "bench" / "embedder" / "latest.json")
+    if emb:
+        for r in emb["rows"]:
+            if r.get("raw"):
+                out.append({"benchmark": "embedder",
+                            "figure": f"images/s, {r['clients']} clients {r['transport']}",
+                            "value": r["images_per_s"], "reference": f"raw ORT batch {r['raw']['batch']}"
+                            + (", target >= 0.9x" if r["clients"] == 32 else ""),
+                            "ratio": r["ratio"], "met": r["ratio"] >= 0.9 if r["clients"] == 32 else None})
+    return out
+
+
+def main() -> int:
+    table = rows()
+    for r in table:
+        r["met"] = {True: "yes", False: "NO", None: ""}[r["met"]]
+    _, md = write("summary", table, ["benchmark", "figure", "value", "reference", "ratio", "met"],
+                  ["each benchmark runs on this one machine; see its own JSON for the run's details"],
+                  {"machine_at_summary": machine_info()})
+    print(md.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
