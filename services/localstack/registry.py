@@ -89,12 +89,31 @@ def _ingest() -> ServiceSpec:
                        env_fn=lambda: {**_model_env(), "ADREC_METRICS_PORT": str(metrics)}, skip_reason=_no_model)
 
 
+def _experiments_file() -> str:
+    import os
+    from pathlib import Path
+
+    return os.environ.get("ADREC_LOCAL_EXPERIMENTS_FILE") or str(
+        Path(__file__).resolve().parents[2] / "configs" / "experiments" / "demo.yaml")
+
+
 def _recommender() -> ServiceSpec:
-    """Issue 7: the REST API on 18000 (docs at /docs)."""
+    """Issue 7: the REST API on 18000 (docs at /docs); A/B variants from configs/experiments/demo.yaml."""
     _, _, _, port = _ports()
     return ServiceSpec("recommender", python_module("services.recommender"), port=port, health_path="/healthz",
-                       env_fn=lambda: {**_model_env(), "ADREC_PORT": str(port)})
+                       env_fn=lambda: {**_model_env(), "ADREC_PORT": str(port),
+                                       "ADREC_RECOMMEND__EXPERIMENTS_FILE": _experiments_file()})
+
+
+def _abmetrics() -> ServiceSpec:
+    """Issue 8: the A/B aggregator (user-events -> Redis), report API and dashboard on 18010."""
+    import os
+
+    port = int(os.environ.get("ADREC_LOCAL_ABMETRICS_PORT", "18010"))
+    return ServiceSpec("abmetrics", python_module("services.abmetrics"), port=port, health_path="/healthz",
+                       env_fn=lambda: {"ADREC_PORT": str(port),
+                                       "ADREC_ABMETRICS__EXPERIMENTS_FILE": _experiments_file()})
 
 
 # In start order; each service issue adds its spec here.
-SERVICES: list[ServiceSpec] = [_embedder(), _ingest(), _recommender()]
+SERVICES: list[ServiceSpec] = [_embedder(), _ingest(), _recommender(), _abmetrics()]

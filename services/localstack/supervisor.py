@@ -100,7 +100,7 @@ class Supervisor:
         self.endpoints["ADREC_MILVUS__URI"] = milvus.uri
         self.echo(f"  milvus ready in {time.monotonic() - t:.1f}s")
 
-        if s.redis:
+        if s.redis or (s.services and self.services):  # the A/B aggregator keeps its state in Redis
             t = self._step("redis-server")
             redis = RedisServer(s.run_dir / "redis", port=_port(s.redis_port), persist=True)
             redis.start()

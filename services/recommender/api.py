@@ -20,6 +20,7 @@ from services.common.image_fetch import FetchError, ImageFetcher
 from services.common.metrics import Metrics
 from services.experiments.assignment import Assigned, Assigner
 
+from .clicks import ClickService, click_router
 from .impressions import ImpressionLogger
 from .retrieval import DependencyDown, NotFound, Query as SearchQuery, Result, SimilarListings
 from .schemas import ErrorResponse, SimilarResponse
@@ -40,6 +41,7 @@ class Dependencies:
     metrics: Metrics
     cfg: RecommendConfig
     ready: Any = None  # callable -> (bool, detail)
+    clicks: ClickService | None = None  # POST /v1/events/click (validated against served requests)
 
 
 class ApiError(Exception):
@@ -121,6 +123,8 @@ def create_app(deps: Dependencies, lifespan=None) -> FastAPI:
                                        seed_listing_id=result.seed["listing_id"] if result.seed else None,
                                        assignments=experiments, start=(q.page - 1) * q.k,
                                        shown=[(i["listing_id"], i["score"]) for i in items])
+        if deps.clicks is not None and items:
+            deps.clicks.remember(rid, uid, [i["listing_id"] for i in items], start=(q.page - 1) * q.k)
         served.labels(fallback=result.fallback or "none", variant=assigned.label()).inc()
         return ORJSONResponse({"request_id": rid, "user_id": uid, "experiments": experiments, "seed": result.seed,
                                "k": q.k, "page": q.page, "items": items, "fallback": result.fallback,
@@ -188,6 +192,9 @@ def create_app(deps: Dependencies, lifespan=None) -> FastAPI:
         q = make_query(assigned, k, page, category, min_price, max_price, True)
         result = await run(deps.similar.for_vector, vector.tolist(), q, deps.embedder.cfg.model_name)
         return respond(request, uid, assigned, q, result)
+
+    if deps.clicks is not None:
+        app.include_router(click_router(deps))
 
     @app.get("/healthz", tags=["ops"], summary="liveness")
     async def healthz() -> dict:

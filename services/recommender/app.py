@@ -7,6 +7,7 @@ import logging
 import threading
 from contextlib import asynccontextmanager
 
+import redis
 from fastapi import FastAPI
 
 from services.common.embedder_client import EmbedderClient
@@ -19,6 +20,7 @@ from services.experiments.assignment import Assigner
 from services.experiments.config import load_experiments
 
 from .api import Dependencies, create_app
+from .clicks import ClickService, InMemoryServedRequests, RedisServedRequests
 from .impressions import ImpressionLogger
 from .retrieval import SimilarListings
 from .settings import RecommenderSettings
@@ -50,7 +52,12 @@ def build_app(s: RecommenderSettings, *, log_impressions: bool = True) -> FastAP
             return False, {"feature_store": str(exc)[:200]}
         return True, detail
 
-    deps = Dependencies(similar=similar, assigner=Assigner(load_experiments(cfg.experiments_file)),
+    served = RedisServedRequests(redis.Redis(host=s.redis.host, port=s.redis.port, db=s.redis.db,
+                                             password=s.redis.password.get_secret_value() if s.redis.password else None,
+                                             decode_responses=True, socket_timeout=0.5), ttl_s=86_400) \
+        if s.served_requests == "redis" else InMemoryServedRequests()
+    clicks = ClickService(lambda: EventProducer(s.kafka, client_id="adrec-recommender-clicks"), served, metrics)
+    deps = Dependencies(clicks=clicks, similar=similar, assigner=Assigner(load_experiments(cfg.experiments_file)),
                         impressions=impressions, embedder=embedder, fetcher=fetcher, metrics=metrics, cfg=cfg,
                         ready=ready)
     stop = threading.Event()
@@ -68,6 +75,7 @@ def build_app(s: RecommenderSettings, *, log_impressions: bool = True) -> FastAP
         stop.set()
         if impressions is not None:
             impressions.close()
+        clicks.close()
         similar.close()
 
     return create_app(deps, lifespan=lifespan)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.embedder_client import EmbedderClientConfig
 from services.common.feature_store import FeatureStoreConfig
-from services.common.settings import KafkaConfig, MilvusConfig, ServiceSettings
+from services.common.settings import KafkaConfig, MilvusConfig, RedisConfig, ServiceSettings
 
 
 class RecommendConfig(BaseModel):
@@ -34,6 +36,10 @@ class RecommenderSettings(ServiceSettings):
     service_name: str = "recommender"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
+    served_requests: Literal["memory", "redis"] = Field(
+        default="memory", description="where served request ids are kept for click validation: memory (one "
+                                      "process) or redis (replicas / several workers)")
+    redis: RedisConfig = Field(default_factory=RedisConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     milvus: MilvusConfig = Field(default_factory=MilvusConfig)
     feast: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)

@@ -72,6 +72,16 @@ app.kubernetes.io/component: {{ .component }}
 - name: ADREC_MILVUS__TOKEN
   valueFrom: {secretKeyRef: {name: {{ .Values.milvus.existingSecret }}, key: token}}
 {{- end }}
+- name: ADREC_REDIS__HOST
+  value: {{ .Values.redis.host | quote }}
+- name: ADREC_REDIS__PORT
+  value: {{ .Values.redis.port | quote }}
+- name: ADREC_REDIS__DB
+  value: {{ .Values.redis.db | quote }}
+{{- if .Values.redis.existingSecret }}
+- name: ADREC_REDIS__PASSWORD
+  valueFrom: {secretKeyRef: {name: {{ .Values.redis.existingSecret }}, key: password}}
+{{- end }}
 - name: ADREC_FEAST__ONLINE_STORE
   value: redis
 - name: ADREC_FEAST__REDIS__HOST

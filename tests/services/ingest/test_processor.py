@@ -78,7 +78,8 @@ def test_bad_events_and_images_are_dead_lettered_with_reasons(processor, vectors
     reasons = {m.message.offset: (m.kind, m.reason) for m in res.dead}
     assert res.upserted == 2 and vectors.count() == 2
     assert reasons[1][0] == "json"
-    assert reasons[2] == ("fetch", f"image: image not found: {DATA_DIR / 'nope.jpg'}")
+    assert reasons[2][0] == "fetch" and reasons[2][1].startswith("image: image not found:")
+    assert reasons[2][1].endswith("nope.jpg")
     assert "outside the allowed roots" in reasons[3][1]
     assert reasons[4][0] == "embedder" and "cannot decode" in reasons[4][1]
     assert "not a public address" in reasons[5][1]

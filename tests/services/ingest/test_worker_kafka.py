@@ -126,14 +126,14 @@ def test_two_sigkills_mid_stream_lose_nothing_and_keep_the_newest(env: dict, kaf
     for kill_after in (150, 400):
         worker = start_worker(env)
         wait_for(lambda: sum(r["updated_at"] is not None for r in versions().values()) >= kill_after,
-                 120, f"{kill_after} listings written")
+                 300, f"{kill_after} listings written")
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
         assert not done(), "the kill should land mid-stream"
 
     worker = start_worker(env)
     try:
-        wait_for(done, 180, "every listing at its newest version")
+        wait_for(done, 400, "every listing at its newest version")
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 0

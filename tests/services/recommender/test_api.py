@@ -132,3 +132,25 @@ def test_openapi_documents_the_endpoints(client) -> None:
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["listings"] == 2000
     assert "adrec_recommender_request_seconds" in client.get("/metrics").text
+
+
+def test_click_on_a_served_listing_is_accepted_and_others_are_refused(client, stack, catalogue, unique) -> None:
+    cfg = KafkaConfig(bootstrap_servers=stack["settings"].kafka.bootstrap_servers)
+    ensure_topics(cfg, [Topics.USER_EVENTS])
+    r = client.get(f"/v1/listings/{catalogue[20]['listing_id']}/similar", params={"k": 3, "user_id": "u-click"},
+                   headers={"x-request-id": f"clk-{unique}"})
+    shown = r.json()["items"][1]["listing_id"]
+    ok = client.post("/v1/events/click", json={"request_id": f"clk-{unique}", "listing_id": shown})
+    assert ok.status_code == 202, ok.text
+    unknown = client.post("/v1/events/click", json={"request_id": "never-served-1", "listing_id": shown})
+    assert unknown.status_code == 404
+    not_shown = client.post("/v1/events/click", json={"request_id": f"clk-{unique}", "listing_id": "fp-0"})
+    assert not_shown.status_code == 422
+    found = None
+    with EventConsumer(cfg, [Topics.USER_EVENTS], group_id=f"clk-{unique}") as consumer:
+        deadline = time.monotonic() + 30
+        while found is None and time.monotonic() < deadline:
+            for m in consumer.poll(timeout_s=1.0):
+                if m.ok and m.event.type == "click" and m.event.request_id == f"clk-{unique}":
+                    found = m.event
+    assert found is not None and found.user_id == "u-click" and found.listing_id == shown and found.position == 1
