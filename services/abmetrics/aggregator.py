@@ -16,7 +16,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from services.common.events import Click, Impression
-from services.common.kafka_client import DeadLetterPublisher, EventConsumer, EventProducer, Message
+from services.common.kafka_client import (
+    DeadLetterPublisher,
+    EventConsumer,
+    EventProducer,
+    Message,
+    run_until_stopped,
+)
 from services.common.metrics import Metrics
 
 from .state import AbState, Outcome, Position
@@ -114,15 +120,7 @@ class Aggregator:
         return total
 
     def run(self) -> None:
-        last_lag = 0.0
-        while not self.stopping.is_set():
-            self.run_once()
-            if time.monotonic() - last_lag > 5:
-                try:
-                    self.lag.set(self.consumer.lag())
-                except Exception:  # noqa: BLE001 - metrics must not stop aggregation
-                    pass
-                last_lag = time.monotonic()
+        run_until_stopped(self.run_once, self.consumer, self.stopping, self.lag)
 
     def stop(self) -> None:
         self.stopping.set()

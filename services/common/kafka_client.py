@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,6 +198,21 @@ class DeadLetterPublisher:
         )
         log.warning("dead-lettered %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason)
         return self._producer.publish_raw(Topics.dlq(message.topic), letter.to_json(), key=message.key)
+
+
+def run_until_stopped(run_once: Callable[[], object], consumer: EventConsumer, stopping: threading.Event,
+                      lag_gauge: Any = None, lag_every_s: float = 5.0) -> None:
+    """A consumer service's main loop: `run_once()` (poll, process, commit) until `stopping` is
+    set, refreshing a consumer-lag gauge every few seconds (metrics never stop the loop)."""
+    last_lag = 0.0
+    while not stopping.is_set():
+        run_once()
+        if lag_gauge is not None and time.monotonic() - last_lag > lag_every_s:
+            try:
+                lag_gauge.set(consumer.lag())
+            except Exception:  # noqa: BLE001
+                pass
+            last_lag = time.monotonic()
 
 
 def wait_for_broker(cfg: KafkaConfig, timeout_s: float = 60.0) -> None:

@@ -7,7 +7,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from services.common.kafka_client import DeadLetterPublisher, EventConsumer, EventProducer
+from services.common.kafka_client import (
+    DeadLetterPublisher,
+    EventConsumer,
+    EventProducer,
+    run_until_stopped,
+)
 from services.common.metrics import Metrics
 
 from .processor import BatchResult, ListingProcessor
@@ -70,15 +75,7 @@ class IngestWorker:
         return len(batch)
 
     def run(self) -> None:
-        last_lag = 0.0
-        while not self.stopping.is_set():
-            self.run_once()
-            if time.monotonic() - last_lag > 5:
-                try:
-                    self.lag.set(self.consumer.lag())
-                except Exception:  # noqa: BLE001 - metrics must not stop ingestion
-                    pass
-                last_lag = time.monotonic()
+        run_until_stopped(self.run_once, self.consumer, self.stopping, self.lag)
 
     def stop(self) -> None:
         self.stopping.set()
