@@ -145,6 +145,10 @@ class ListingVectorStore:
         c.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
         return name
 
+    def load(self, collection: str | None = None) -> None:
+        """Load a collection into memory for search (a restarted server leaves them released)."""
+        self._client.load_collection(collection or self.cfg.alias)
+
     def drop_collection(self, name: str) -> None:
         self._client.drop_collection(name)
 
