@@ -35,7 +35,7 @@ def build_app(s: RecommenderSettings, *, log_impressions: bool = True) -> FastAP
     vectors = ListingVectorStore(s.milvus.model_copy(update={"timeout_s": cfg.milvus_timeout_s}))
     similar = SimilarListings(features, vectors, cfg)
     embedder = EmbedderClient(s.embedder_client.model_copy(update={"timeout_s": cfg.embedder_timeout_s}))
-    impressions = ImpressionLogger(lambda: EventProducer(s.kafka, client_id="adrec-recommender"), metrics,
+    impressions = ImpressionLogger(lambda: EventProducer(s.kafka, client_id="adrec-recommender", linger_ms=50), metrics,
                                    maxsize=cfg.impression_queue) if log_impressions else None
     fetcher = ImageFetcher(allowed_roots=cfg.image_roots, allow_private=cfg.allow_private_image_hosts)
 
