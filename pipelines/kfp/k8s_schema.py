@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_SCHEMA_DIRS = [Path(__file__).resolve().parents[3] / "shared" / "k8s-schemas",
-                       Path("/work/shared/k8s-schemas"), Path("/etc/adrec/k8s-schemas")]
+DEFAULT_SCHEMA_DIRS = [Path(__file__).resolve().parents[3] / "shared" / "k8s-schemas",  # ../shared beside the repo
+                       Path("/etc/adrec/k8s-schemas")]  # mounted in the platform image
 ISVC_CRD = "serving.kserve.io_inferenceservices.yaml"
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from services.common.milvus_store import Hit, ListingVectorStore, SearchFilter
@@ -55,7 +55,6 @@ class Result:
     seed: dict[str, Any] | None = None
     fallback: str | None = None
     model_version: str | None = None
-    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 class SimilarListings:
@@ -86,9 +85,7 @@ class SimilarListings:
         return row
 
     def for_listing(self, listing_id: str, q: Query) -> Result:
-        t0 = time.perf_counter()
         seed = self.seed(listing_id)
-        t1 = time.perf_counter()
         category = seed.get("category") if q.category == "same" else q.category
         flt = SearchFilter(active_only=True, category=category, min_price=q.min_price, max_price=q.max_price,
                            exclude_ids=[listing_id],
@@ -97,7 +94,6 @@ class SimilarListings:
         result.seed = {"listing_id": listing_id, "title": seed.get("title"), "category": seed.get("category"),
                        "shop_id": seed.get("shop_id")}
         result.model_version = seed.get("model_version")
-        result.timings_ms["feature_store"] = (t1 - t0) * 1000
         return result
 
     def for_vector(self, vector: Sequence[float], q: Query, model_version: str | None = None) -> Result:
@@ -110,7 +106,6 @@ class SimilarListings:
     def _search(self, vector: Sequence[float], flt: SearchFilter, q: Query, fallback_category: str | None) -> Result:
         want = q.k * q.page
         fetch = min(16_384, want * q.overfetch)
-        t0 = time.perf_counter()
         try:  # inline: the Milvus client enforces its own timeout (cfg.milvus_timeout_s)
             hits = self.vectors.search([vector], fetch, flt, collection=q.collection)[0]
         except Exception as err:  # noqa: BLE001 - any client error: the index is down for us
@@ -121,10 +116,9 @@ class SimilarListings:
             log.warning("vector search failed (%s); serving category-popular fallback", down.reason)
             start = (q.page - 1) * q.k
             return Result(items=items[start:start + q.k], fallback="category_popular")
-        t1 = time.perf_counter()
         ranked = diversify(hits, q.max_per_shop, want)
         start = (q.page - 1) * q.k
-        return Result(items=ranked[start:start + q.k], timings_ms={"vector_index": (t1 - t0) * 1000})
+        return Result(items=ranked[start:start + q.k])
 
     def warm_up(self) -> None:
         """First calls load Feast's registry and open connections: do it before serving."""
