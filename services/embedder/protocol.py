@@ -13,12 +13,14 @@ v2 one output "embedding" FP32 [N, D] (binary over gRPC; binary in REST when ask
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, deserialize_bytes_tensor
 
 from .decoding import BadInput, ImageLimits, b64decode
 
@@ -78,16 +80,14 @@ def parse_v1(body: Any, limits: ImageLimits, max_images: int) -> Parsed:
     return Parsed("v1", images=[_v1_instance(i, inst, limits) for i, inst in enumerate(instances)])
 
 
-def parse_v2(req: InferRequest, limits: ImageLimits, max_images: int) -> Parsed:
-    if len(req.inputs) != 1:
-        raise BadInput("bad_request", f"expected exactly one input ({BYTES_INPUT!r} BYTES or {TENSOR_INPUT!r} FP32), "
-                                      f"got {len(req.inputs)}")
-    inp = req.inputs[0]
-    if inp.datatype == "BYTES":
+def _parse_input(name: str, datatype: str, shape, as_numpy, max_images: int, limits: ImageLimits,
+                 request=None) -> Parsed:
+    """One v2 input tensor (from REST/kserve's InferRequest or straight from a gRPC message)."""
+    if datatype == "BYTES":
         try:
-            items = inp.as_numpy().reshape(-1)
+            items = as_numpy().reshape(-1)
         except Exception as exc:  # noqa: BLE001 - shape/data mismatch from the client
-            raise BadInput("bad_shape", f"input {inp.name!r}: BYTES data does not fit shape {inp.shape}: {exc}") from None
+            raise BadInput("bad_shape", f"input {name!r}: BYTES data does not fit shape {list(shape)}: {exc}") from None
         if not 1 <= len(items) <= max_images:
             raise BadInput("bad_request", f"{len(items)} images, allowed 1..{max_images}")
         images = []
@@ -96,15 +96,47 @@ def parse_v2(req: InferRequest, limits: ImageLimits, max_images: int) -> Parsed:
                 images.append(b64decode(item, limits) if isinstance(item, str) else _image_from_bytes(bytes(item), limits))
             except BadInput as exc:
                 raise exc.at(i) from None
-        return Parsed("v2", images=images, request=req)
-    if inp.datatype == "FP32":
+        return Parsed("v2", images=images, request=request)
+    if datatype == "FP32":
         try:
-            x = inp.as_numpy()
+            x = as_numpy()
         except Exception as exc:  # noqa: BLE001
-            raise BadInput("bad_shape", f"input {inp.name!r}: FP32 data does not fit shape {inp.shape}: {exc}") from None
-        return Parsed("v2", tensor=x, request=req)
-    raise BadInput("bad_dtype", f"input {inp.name!r} has datatype {inp.datatype}; send BYTES (encoded images) "
+            raise BadInput("bad_shape", f"input {name!r}: FP32 data does not fit shape {list(shape)}: {exc}") from None
+        return Parsed("v2", tensor=x, request=request)
+    raise BadInput("bad_dtype", f"input {name!r} has datatype {datatype}; send BYTES (encoded images) "
                                 "or FP32 (preprocessed [N, 3, H, W])")
+
+
+def _one_input(n: int) -> None:
+    if n != 1:
+        raise BadInput("bad_request", f"expected exactly one input ({BYTES_INPUT!r} BYTES or {TENSOR_INPUT!r} FP32), "
+                                      f"got {n}")
+
+
+def parse_v2(req: InferRequest, limits: ImageLimits, max_images: int) -> Parsed:
+    _one_input(len(req.inputs))
+    inp = req.inputs[0]
+    return _parse_input(inp.name, inp.datatype, inp.shape, inp.as_numpy, max_images, limits, request=req)
+
+
+def parse_v2_grpc(req: pb.ModelInferRequest, limits: ImageLimits, max_images: int) -> Parsed | None:
+    """The gRPC fast path: a ModelInferRequest whose one input travels in `raw_input_contents`
+    (what kserve's and Triton's clients send), parsed without building an InferRequest.
+    None: any other layout, for kserve's generic path (which validates it the same way)."""
+    if len(req.raw_input_contents) != 1 or len(req.inputs) != 1:
+        return None
+    inp, raw = req.inputs[0], req.raw_input_contents[0]
+    shape = tuple(inp.shape)
+
+    def as_numpy() -> np.ndarray:
+        if inp.datatype == "BYTES":
+            return deserialize_bytes_tensor(raw).reshape(shape)
+        need = 4 * math.prod(shape)
+        if len(raw) != need:
+            raise ValueError(f"{len(raw)} bytes of data, the shape needs {need}")
+        return np.frombuffer(raw, dtype="<f4").reshape(shape)
+
+    return _parse_input(inp.name, inp.datatype, shape, as_numpy, max_images, limits)
 
 
 def v1_response(emb: np.ndarray, model_name: str, model_version: str) -> dict:
@@ -118,3 +150,12 @@ def v2_response(emb: np.ndarray, req: InferRequest, model_name: str, model_versi
     return InferResponse(response_id=req.id or str(uuid.uuid4()), model_name=model_name, model_version=model_version,
                          infer_outputs=[out], use_binary_outputs=req.use_binary_outputs,
                          requested_outputs=req.request_outputs)
+
+
+def v2_grpc_response(emb: np.ndarray, request_id: str, model_name: str, model_version: str) -> pb.ModelInferResponse:
+    """The gRPC fast path's answer: what InferResponse.to_grpc() builds, without the detour."""
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    return pb.ModelInferResponse(
+        id=request_id or str(uuid.uuid4()), model_name=model_name, model_version=model_version,
+        outputs=[pb.ModelInferResponse.InferOutputTensor(name=OUTPUT_NAME, datatype="FP32", shape=list(emb.shape))],
+        raw_output_contents=[emb.tobytes()])

@@ -14,6 +14,7 @@ from grpc import aio
 from kserve import ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.model import BaseKServeModel
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
 from kserve.protocol.grpc.server import GRPCServer
@@ -25,6 +26,22 @@ from .settings import EmbedderConfig
 log = logging.getLogger(__name__)
 
 GRPC_MAX_MESSAGE = 64 * 1024 * 1024
+
+
+class EmbedderServicer(InferenceServicer):
+    """kserve's servicer, with ModelInfer for the embedder going straight to EmbedderModel.infer_grpc
+    when the request has the common layout (one input in raw_input_contents); everything else,
+    other models included, takes kserve's generic path."""
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
+        from .model import EmbedderModel
+
+        model = self._data_plane.model_registry.get_model(request.model_name)
+        if isinstance(model, EmbedderModel) and model.ready:
+            response = await model.infer_grpc(request)
+            if response is not None:
+                return response
+        return await super().ModelInfer(request, context)
 
 
 class _BoundGRPCServer(GRPCServer):
@@ -41,7 +58,7 @@ class _BoundGRPCServer(GRPCServer):
                      ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE),
                      ("grpc.so_reuseport", 0)])
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self._data_plane, self._model_repository_extension), self._server)
+            EmbedderServicer(self._data_plane, self._model_repository_extension), self._server)
         addr = f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
         self._server.add_insecure_port(addr)
         log.info("gRPC server on %s", addr)

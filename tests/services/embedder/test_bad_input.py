@@ -109,6 +109,23 @@ def test_tensor_data_that_does_not_fit_its_shape(embedder):
     assert r.status_code == 400 and "does not fit shape [2, 3, 64, 48]" in r.json()["error"], r.text
 
 
+def test_grpc_raw_tensor_that_does_not_fit_its_shape(embedder):
+    """A raw_input_contents buffer whose size disagrees with the declared shape (the gRPC fast path)."""
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    req = pb.ModelInferRequest(model_name=embedder.model_name)
+    req.inputs.add(name="images", datatype="FP32", shape=[2, 3, 64, 48])
+    req.raw_input_contents.append(np.zeros((1, 3, 64, 48), np.float32).tobytes())
+
+    async def call() -> None:
+        async with grpc.aio.insecure_channel(embedder.grpc_url) as channel:
+            await channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                      request_serializer=pb.ModelInferRequest.SerializeToString,
+                                      response_deserializer=pb.ModelInferResponse.FromString)(req, timeout=30)
+    code, details = grpc_error(call())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "does not fit shape [2, 3, 64, 48]" in details, details
+
+
 @pytest.mark.parametrize("body,message", [
     ({"instances": "abc"}, "instances"),
     ({"instances": []}, "0 instances"),

@@ -64,9 +64,11 @@ def test_v2_grpc_bytes_matches(embedder, jpegs, reference):
     assert_parity(got, reference[1])
 
 
-def test_v2_grpc_tensor_matches(embedder, reference):
+@pytest.mark.parametrize("binary", [True, False], ids=["raw_input_contents", "fp32_contents"])
+def test_v2_grpc_tensor_matches(embedder, reference, binary):
+    """raw_input_contents takes the server's fast path, typed contents kserve's generic one: same vectors."""
     x, ref = reference
-    got = run(grpc_v2(embedder.grpc_url, tensor_request(embedder.model_name, x)))
+    got = run(grpc_v2(embedder.grpc_url, tensor_request(embedder.model_name, x, binary=binary)))
     assert_parity(got, ref)
 
 
