@@ -65,9 +65,11 @@ if [ ! -f "$KSTAMP" ] || [ "$(cat "$KSTAMP")" != "$(hash_of infra/kafka/pom.xml)
 fi
 
 # --- 4. redis-server (Feast's production-like online store) ------------------------------
+# (the Debian package starts a system-wide instance on 6379; tests use their own on free ports)
 command -v redis-server >/dev/null || apt_install redis-server
 command -v wrk >/dev/null || apt_install wrk  # load generator for make bench-api
-# the Debian package starts a system-wide instance on 6379; tests use their own on free ports.
+# headless Chromium + chromedriver: the demo page's browser test (tests/services/recommender/test_demo_page.py)
+{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || apt_install chromium chromium-driver
 
 # --- 5. helm, built from source with the Go module proxy ---------------------------------
 HELM_CACHED="$CACHE_HOME/bin/helm-$HELM_VERSION-ld"

@@ -28,6 +28,9 @@ class RecommendConfig(BaseModel):
     impression_queue: int = Field(default=10_000, ge=1)
     image_roots: list[str] = Field(default_factory=list, description="local roots allowed for image_uri")
     allow_private_image_hosts: bool = False
+    demo_page: bool = Field(default=True, description="serve the demo page at /demo (and redirect / to it)")
+    dashboard_url: str = Field(default="http://127.0.0.1:18010/experiments/shop-diversity", max_length=2048,
+                               description="the A/B dashboard the demo page links to")
 
 
 class RecommenderSettings(ServiceSettings):

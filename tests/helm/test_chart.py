@@ -123,7 +123,15 @@ def test_services_get_the_shared_environment_and_recommended_labels() -> None:
     assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
 
 
+@pytest.mark.parametrize("profile, expected", [("default", "false"), ("dev", "true")])
+def test_demo_page_is_off_by_default_and_on_in_dev(profile: str, expected: str) -> None:
+    (rec,) = [d for d in by_kind(render(*PROFILES[profile]), "Deployment") if d["metadata"]["name"].endswith("recommender")]
+    env = {e["name"]: e.get("value") for e in rec["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["ADREC_RECOMMEND__DEMO_PAGE"] == expected
+
+
 @pytest.mark.parametrize("values, fragment", [
+    ({"recommender": {"demoPage": "yes"}}, "demoPage"),
     ({"recommender": {"replicas": "two"}}, "replicas"),
     ({"embedder": {"gpu": "yes"}}, "gpu"),
     ({"kafka": {"bootstrapServers": "no-port"}}, "bootstrapServers"),

@@ -154,3 +154,16 @@ def test_click_on_a_served_listing_is_accepted_and_others_are_refused(client, st
                 if m.ok and m.event.type == "click" and m.event.request_id == f"clk-{unique}":
                     found = m.event
     assert found is not None and found.user_id == "u-click" and found.listing_id == shown and found.position == 1
+
+
+def test_unexpected_error_is_a_json_500_with_the_request_id(client, monkeypatch):
+    from services.recommender.retrieval import SimilarListings
+
+    def boom(self, listing_id, q):
+        raise RuntimeError("secret internals")
+    monkeypatch.setattr(SimilarListings, "for_listing", boom)
+    r = client.get("/v1/listings/fp-15970/similar", headers={"x-request-id": "req-boom-12345"})
+    assert r.status_code == 500 and r.headers["x-request-id"] == "req-boom-12345"
+    body = r.json()
+    assert body["error"]["code"] == "internal" and body["error"]["request_id"] == "req-boom-12345"
+    assert "secret internals" not in r.text and "Traceback" not in r.text
