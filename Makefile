@@ -5,8 +5,9 @@ PY := .cache/venv/bin/python
 UV := $(HOME)/.cache/adrec/tools/bin/uv
 export HF_HUB_OFFLINE := 1
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
-.PHONY: help bootstrap bootstrap-milvus up stop status test test-fast lock helm-version clean
+.PHONY: help bootstrap bootstrap-milvus demo up stop status test test-fast lock helm-version clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -17,6 +18,9 @@ bootstrap: ## install everything (venv, weights, Kafka jars, redis, helm, feast 
 
 bootstrap-milvus: ## also install the embedded real Milvus 2.3.5 (own venv) for benchmarks
 	@scripts/bootstrap.sh milvus
+
+demo: bootstrap ## the platform with the demo catalogue indexed and an A/B test running; prints the URLs (trains the model once; Ctrl-C stops all)
+	@$(PY) -m services.localstack.demo $(DEMO_ARGS)
 
 up: bootstrap ## run the local platform on its embedded defaults (Ctrl-C stops everything)
 	@$(PY) -m services.localstack up

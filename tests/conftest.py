@@ -56,6 +56,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random-init embedder model (32 dims, 64x48 input) exported by the vision package's
+    own code, the way tests/services/embedder does: for tests that run the whole platform."""
+    from tests.services.embedder.conftest import build_model
+
+    return build_model(tmp_path_factory.mktemp("small-model"))
+
+
 @pytest.fixture
 def milvus_uri(tmp_path: Path) -> str:
     """A fresh embedded milvus-lite database file."""

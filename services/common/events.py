@@ -231,6 +231,7 @@ def _describe(exc: ValidationError) -> str:
 class DeadLetter(_Strict):
     """What the dead-letter topic carries: the original bytes and why they were refused."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)  # keep the payload exact
     type: Literal["dead_letter"] = "dead_letter"
     schema_version: Literal[1] = 1
     source_topic: str

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .paths import milvus_server_python
+from .paths import REPO_ROOT, milvus_server_python
 from .ports import free_port, wait_port_closed
 from .process import ManagedProcess, ProcessError
 
@@ -68,11 +68,27 @@ class MilvusLiteServer(_MilvusProcess):
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
-        exe = Path(sys.executable).with_name("milvus-lite")
-        argv = [str(exe), "server", "--data-dir", str(self.workdir / "data"),
-                "--host", "127.0.0.1", "--port", str(self.port)]
+        argv = [sys.executable, "-m", "services.localstack.milvus_lite_main", "server",
+                "--data-dir", str(self.workdir / "data"), "--host", "127.0.0.1", "--port", str(self.port)]
         self._proc = ManagedProcess("milvus-lite", argv, log_path=self.workdir / "milvus-lite.log",
-                                    pid_path=self.workdir / "milvus-lite.pid")
+                                    pid_path=self.workdir / "milvus-lite.pid", cwd=REPO_ROOT)
+
+    def start(self, timeout: float | None = None):
+        """Start, then load the collections an earlier run left: milvus-lite restarts with every
+        collection released (search/query fail until load()), where a Milvus server reloads them."""
+        super().start(timeout)
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=self.uri, timeout=30)
+        try:
+            for name in client.list_collections():
+                client.load_collection(name)
+        except Exception:
+            self.stop()
+            raise
+        finally:
+            client.close()
+        return self
 
 
 @dataclass

@@ -97,11 +97,26 @@ def _experiments_file() -> str:
         Path(__file__).resolve().parents[2] / "configs" / "experiments" / "demo.yaml")
 
 
+def _demo_env() -> dict[str, str]:
+    """The demo page (/demo): images of the shared catalogue, and the link to the first experiment's dashboard."""
+    import json
+    import os
+
+    from services.experiments.config import load_experiments
+    from services.ingest.settings import DATA_DIR
+
+    ids = [e.id for layer in load_experiments(_experiments_file()).layers for e in layer.experiments]
+    port = os.environ.get("ADREC_LOCAL_ABMETRICS_PORT", "18010")
+    return {"ADREC_RECOMMEND__IMAGE_ROOTS": json.dumps([str(DATA_DIR)]),
+            "ADREC_RECOMMEND__DASHBOARD_URL": f"http://127.0.0.1:{port}/experiments/{ids[0] if ids else ''}"}
+
+
 def _recommender() -> ServiceSpec:
-    """Issue 7: the REST API on 18000 (docs at /docs); A/B variants from configs/experiments/demo.yaml."""
+    """Issue 7: the REST API on 18000 (docs at /docs, demo page at /demo); A/B variants from
+    configs/experiments/demo.yaml."""
     _, _, _, port = _ports()
     return ServiceSpec("recommender", python_module("services.recommender"), port=port, health_path="/healthz",
-                       env_fn=lambda: {**_model_env(), "ADREC_PORT": str(port),
+                       env_fn=lambda: {**_model_env(), **_demo_env(), "ADREC_PORT": str(port),
                                        "ADREC_RECOMMEND__EXPERIMENTS_FILE": _experiments_file()})
 
 
@@ -115,5 +130,11 @@ def _abmetrics() -> ServiceSpec:
                                        "ADREC_ABMETRICS__EXPERIMENTS_FILE": _experiments_file()})
 
 
+def services() -> list[ServiceSpec]:
+    """The specs as the environment configures them now (ports, model dir): a test that sets
+    ADREC_LOCAL_*_PORT / ADREC_EMBEDDER__MODEL_DIR after import builds its own list here."""
+    return [_embedder(), _ingest(), _recommender(), _abmetrics()]
+
+
 # In start order; each service issue adds its spec here.
-SERVICES: list[ServiceSpec] = [_embedder(), _ingest(), _recommender(), _abmetrics()]
+SERVICES: list[ServiceSpec] = services()

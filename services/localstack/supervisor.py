@@ -119,14 +119,21 @@ class Supervisor:
         t = self._step(spec.name)
         env = {**os.environ, **self.endpoints, **spec.env, **(spec.env_fn() if spec.env_fn else {}),
                "HF_HUB_OFFLINE": "1", "ADREC_LOG_JSON": "true"}
+        # importing feast sets this to a temp dir of this process, removed when it exits: a child
+        # that inherits it crashes on its next new metric once the supervisor is gone
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         proc = ManagedProcess(spec.name, spec.argv(self.endpoints), env=env,
                               log_path=self.settings.run_dir / "logs" / f"{spec.name}.log",
                               pid_path=self.settings.run_dir / f"{spec.name}.pid")
         proc.start()
         if spec.health_path:
             url = spec.url + spec.health_path
-            proc.wait_ready(lambda: urllib.request.urlopen(url, timeout=2).status == 200,
-                            timeout=spec.startup_timeout_s, interval=0.5)
+            try:
+                proc.wait_ready(lambda: urllib.request.urlopen(url, timeout=2).status == 200,
+                                timeout=spec.startup_timeout_s, interval=0.5)
+            except BaseException:  # Ctrl-C while it starts: it is not in self.running yet
+                proc.stop()
+                raise
         self.running.append(Running(spec.name, spec.url, proc.pid, proc.stop, proc.running))
         self.echo(f"  {spec.name} ready in {time.monotonic() - t:.1f}s")
 

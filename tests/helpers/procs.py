@@ -80,3 +80,20 @@ def processes_mentioning(text: str) -> list[str]:
             if text in cmd and alive(int(d.name)):
                 found.append(f"{d.name}: {cmd[:200]}")
     return found
+
+
+def session_members(session_ids: set[int]) -> list[str]:
+    """Live processes in any of these sessions: a service started in its own session (setsid) and
+    every child it forked, even after the leader died."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session ...
+        if int(fields[3]) in session_ids and fields[0] != "Z":
+            found.append(f"{d.name}: {stat[:120]}")
+    return found

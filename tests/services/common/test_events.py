@@ -77,5 +77,7 @@ def test_impression_positions_must_be_unique() -> None:
 def test_dead_letter_and_topics() -> None:
     letter = DeadLetter(source_topic="listings", payload="{", reason="not valid JSON")
     assert json.loads(letter.to_json())["reason"] == "not valid JSON"
+    raw = ' {"id": \n'  # the original message, byte for byte (whitespace included), for a replay
+    assert json.loads(DeadLetter(source_topic="listings", payload=raw, reason="x").to_json())["payload"] == raw
     assert Topics.dlq(Topics.LISTINGS) == "listings.dlq"
     assert set(Topics.all()) == {"listings", "user-events", "listings.dlq", "user-events.dlq"}

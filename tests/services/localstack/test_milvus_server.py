@@ -48,6 +48,24 @@ def test_milvus_lite_server_mode(tmp_path: Path) -> None:
     assert not alive(pid)
 
 
+def test_milvus_lite_server_restart_keeps_collections_searchable(tmp_path: Path) -> None:
+    first = MilvusLiteServer(tmp_path).start()
+    try:
+        exercise(first.uri)  # leaves 299 rows behind the alias
+    finally:
+        first.stop()
+    server = MilvusLiteServer(tmp_path).start()  # the same data dir again, like a second `make up`
+    store = ListingVectorStore(MilvusConfig(uri=server.uri, dim=DIM, search_consistency="Strong"))
+    try:
+        assert store.count() == 299
+        assert [r["listing_id"] for r in store.get(["l-12"], with_vectors=False)] == ["l-12"]
+        hits = store.search([[1.0] + [0.0] * (DIM - 1)], k=3)[0]
+        assert len(hits) == 3
+    finally:
+        store.close()
+        server.stop()
+
+
 @pytest.mark.slow
 @pytest.mark.milvus_server
 def test_embedded_real_milvus_2_3_5(embedded_milvus) -> None:
