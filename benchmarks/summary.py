@@ -1,6 +1,6 @@
 """`make bench`: every benchmark's figures in one table, each with its reference and ratio.
 
-Reads the per-benchmark results (benchmarks/results/*.json, out/bench/embedder/latest.json)
+Reads the per-benchmark results (benchmarks/results/{ingest,api,embedder}.json)
 and writes benchmarks/results/summary.{json,md}. Run the benchmarks first (the Makefile does).
 """
 
@@ -11,7 +11,6 @@ from pathlib import Path
 
 from benchmarks.results import RESULTS_DIR, machine_info, write
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _load(path: Path) -> dict | None:
@@ -47,15 +46,20 @@ def rows() -> list[dict]:
             out.append({"benchmark": "api", "figure": f"QPS at 8 clients, {r['vectors']:,} vectors",
                         "value": r["qps_c8"], "reference": "raw pymilvus, target >= 0.8x",
                         "ratio": r["qps_ratio"], "met": r["qps_ratio"] >= 0.8})
-    emb = _load(REPO / "out" / "bench" / "embedder" / "latest.json")
+    emb = _load(RESULTS_DIR / "embedder.json")
     if emb:
         for r in emb["rows"]:
             if r.get("raw"):
+                at_mean = r.get("raw_at_mean_batch")
+                ref = f"raw ORT batch {r['raw']['batch']}" + (f" or {at_mean['batch']}, the faster" if at_mean else "")
                 out.append({"benchmark": "embedder",
                             "figure": f"images/s, {r['clients']} clients {r['transport']}",
-                            "value": r["images_per_s"], "reference": f"raw ORT batch {r['raw']['batch']}"
+                            "value": r["images_per_s"], "reference": ref
                             + (", target >= 0.9x" if r["clients"] == 32 else ""),
                             "ratio": r["ratio"], "met": r["ratio"] >= 0.9 if r["clients"] == 32 else None})
+            elif r["clients"] == 32:
+                out.append({"benchmark": "embedder", "figure": f"images/s, 32 clients {r['transport']}",
+                            "value": r["images_per_s"], "reference": "-", "ratio": None, "met": None})
     return out
 
 

@@ -265,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--no-extra", action="store_true", help="skip the JPEG and REST rows")
     p.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "embedder")
+    p.add_argument("--no-publish", action="store_true",
+                   help="don't copy the results to benchmarks/results/embedder.{json,md} (make bench's summary)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -359,6 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in (f"embedder-{stamp}", "latest"):
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
         (args.out / f"{name}.md").write_text(md)
+    if not args.no_publish:
+        from benchmarks.results import RESULTS_DIR
+
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        (RESULTS_DIR / "embedder.json").write_text(json.dumps(result, indent=2))
+        (RESULTS_DIR / "embedder.md").write_text(md)
     print("\n" + md)
     print(f"results: {args.out / 'latest.json'}, {args.out / 'latest.md'}")
     return 0
