@@ -51,7 +51,8 @@ def rows() -> list[dict]:
         for r in emb["rows"]:
             if r.get("raw"):
                 at_mean = r.get("raw_at_mean_batch")
-                ref = f"raw ORT batch {r['raw']['batch']}" + (f" or {at_mean['batch']}, the faster" if at_mean else "")
+                ref = (f"raw ORT, {r['raw'].get('parallel', 1)} forward(s) at once of batch {r['raw']['batch']}"
+                       + (f" (or {at_mean['batch']}, the faster)" if at_mean else ""))
                 out.append({"benchmark": "embedder",
                             "figure": f"images/s, {r['clients']} clients {r['transport']}",
                             "value": r["images_per_s"], "reference": ref

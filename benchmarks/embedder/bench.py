@@ -120,29 +120,45 @@ def pct(values: list[float], q: float) -> float:
 
 # -- raw ONNX Runtime ------------------------------------------------------------------------
 
-def bench_raw(session, x: np.ndarray, batch: int, seconds: float) -> dict:
+def bench_raw(session, x: np.ndarray, batch: int, seconds: float, parallel: int = 1) -> dict:
+    """Forward passes of `batch` images back to back, from `parallel` threads on one session (the
+    server's layout when it runs that many batches at once)."""
+    import threading
+
     xb = np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])))
     for _ in range(3):
         session.run(None, {"images": xb})
     lat: list[float] = []
+    lock = threading.Lock()
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        t = time.perf_counter()
-        session.run(None, {"images": xb})
-        lat.append(time.perf_counter() - t)
+
+    def loop() -> None:
+        mine = []
+        while time.perf_counter() - t0 < seconds:
+            t = time.perf_counter()
+            session.run(None, {"images": xb})
+            mine.append(time.perf_counter() - t)
+        with lock:
+            lat.extend(mine)
+
+    threads = [threading.Thread(target=loop) for _ in range(parallel)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
     elapsed = time.perf_counter() - t0
-    return {"batch": batch, "images_per_s": len(lat) * batch / elapsed, "p50_ms": pct(lat, 50) * 1e3,
-            "p99_ms": pct(lat, 99) * 1e3, "forwards": len(lat)}
+    return {"batch": batch, "parallel": parallel, "images_per_s": len(lat) * batch / elapsed,
+            "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3, "forwards": len(lat)}
 
 
 # -- the server ------------------------------------------------------------------------------
 
-def start_server(model_dir: Path, log_dir: Path, threads: int, max_batch: int, max_wait_ms: float) -> tuple:
+def start_server(model_dir: Path, log_dir: Path, threads: int, max_batch: int, max_wait_ms: float,
+                 concurrent_batches: int = 1) -> tuple:
     http, grpc_port = free_port(), free_port()
     env = {**os.environ, "ADREC_EMBEDDER__MODEL_DIR": str(model_dir), "ADREC_EMBEDDER__HOST": "127.0.0.1",
            "ADREC_EMBEDDER__HTTP_PORT": str(http), "ADREC_EMBEDDER__GRPC_PORT": str(grpc_port),
            "ADREC_EMBEDDER__INTRA_OP_THREADS": str(threads), "ADREC_EMBEDDER__MAX_BATCH_SIZE": str(max_batch),
            "ADREC_EMBEDDER__MAX_WAIT_MS": str(max_wait_ms), "ADREC_EMBEDDER__DECODE_THREADS": str(threads),
+           "ADREC_EMBEDDER__MAX_CONCURRENT_BATCHES": str(concurrent_batches),
            "ADREC_LOG_LEVEL": "WARNING"}
     proc = ManagedProcess("embedder-bench", [sys.executable, "-m", "services.embedder"], env=env, cwd=REPO,
                           log_path=log_dir / "embedder.log")
@@ -239,16 +255,16 @@ def median_run(runs: list[dict]) -> dict:
 # -- report --------------------------------------------------------------------------------
 
 def table(result: dict) -> str:
-    lines = ["| clients | transport | server img/s | p50 ms | p99 ms | mean batch | raw ORT batch | raw img/s | "
+    lines = ["| clients | transport | server img/s | p50 ms | p99 ms | mean batch | raw ORT batch x at once | raw img/s | "
              "raw p50 ms (per forward) | raw img/s at the mean batch | server / raw (the higher raw) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         raw = r.get("raw") or {}
         ratio = f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-"
         lines.append(f"| {r['clients']} | {r['transport']} | {r['images_per_s']:.1f} | {r['p50_ms']:.1f} | "
-                     f"{r['p99_ms']:.1f} | {r['mean_batch']:.1f} | {raw.get('batch', '-')} | "
+                     f"{r['p99_ms']:.1f} | {r['mean_batch']:.1f} | {raw.get('batch', '-')} x {raw.get('parallel', 1)} | "
                      f"{raw['images_per_s']:.1f} | {raw['p50_ms']:.1f} | "
-                     f"{r['raw_at_mean_batch']['images_per_s']:.1f} (b={r['raw_at_mean_batch']['batch']}) | {ratio} |"
+                     f"{r['raw_at_mean_batch']['images_per_s']:.1f} (b={r['raw_at_mean_batch']['batch']} x {r['raw_at_mean_batch']['parallel']}) | {ratio} |"
                      if raw else
                      f"| {r['clients']} | {r['transport']} | {r['images_per_s']:.1f} | {r['p50_ms']:.1f} | "
                      f"{r['p99_ms']:.1f} | {r['mean_batch']:.1f} | - | - | - | - | - |")
@@ -260,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-dir", type=Path, help="exported model (default: out/vision-demo, else a demo export)")
     p.add_argument("--seconds", type=float, default=6.0, help="measured seconds per server repetition")
     p.add_argument("--reps", type=int, default=3, help="alternating raw/server repetitions per level (median kept)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="ORT intra-op threads (server and raw)")
+    p.add_argument("--threads", type=int, default=1, help="ORT intra-op threads per forward (server and raw)")
+    p.add_argument("--concurrent-batches", type=int, default=os.cpu_count() or 2,
+                   help="forward passes the server runs at once (raw: as many threads on one session)")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--no-extra", action="store_true", help="skip the JPEG and REST rows")
@@ -282,30 +300,45 @@ def main(argv: list[str] | None = None) -> int:
     x, jpegs = real_inputs(spec)
     session = ort.InferenceSession(str(bundle.file("onnx")), sess_options=ort_session_options(args.threads),
                                    providers=["CPUExecutionProvider"])
+    cpus = os.cpu_count() or 2
+    other = ((cpus, 1) if (args.threads, args.concurrent_batches) != (cpus, 1) else (1, cpus))  # threads, parallel
+    other_session = ort.InferenceSession(str(bundle.file("onnx")), sess_options=ort_session_options(other[0]),
+                                         providers=["CPUExecutionProvider"])
+    par = args.concurrent_batches
     print(f"model {bundle.name} {bundle.version} ({model_dir}), input {bundle.input_shape}, dim {bundle.embedding_dim}; "
           f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}", flush=True)
 
     # context: raw throughput at every batch size (the server's batches are often smaller than 32)
-    sweep = [bench_raw(session, x, b, max(1.0, args.seconds / 3)) for b in (1, 4, 8, 16, 32)]
-    print("raw ORT sweep: " + ", ".join(f"b={r['batch']} {r['images_per_s']:.0f} img/s" for r in sweep), flush=True)
+    # context: raw throughput at every batch size (the server's batches are often smaller than 32),
+    # in the server's layout and in the other one (threads x parallel forwards), to show which is faster here
+    sweep = [bench_raw(session, x, b, max(1.0, args.seconds / 3), par) for b in (1, 4, 8, 16, 32)]
+    other_sweep = [bench_raw(other_session, x, b, max(1.0, args.seconds / 3), other[1]) for b in (1, 4, 8, 16, 32)]
+    del other_session
+    print("raw ORT sweep: " + ", ".join(f"b={r['batch']} {r['images_per_s']:.0f} img/s" for r in sweep)
+          + f"; other layout ({other[0]} threads x {other[1]}): "
+          + ", ".join(f"b={r['batch']} {r['images_per_s']:.0f}" for r in other_sweep), flush=True)
     load = grpcload()
     fp32_file = write_requests(args.out / "requests-fp32.bin", bundle.name, x=x)
     jpeg_file = write_requests(args.out / "requests-jpeg.bin", bundle.name, jpegs=jpegs)
-    proc, http, grpc_port = start_server(model_dir, args.out, args.threads, args.max_batch, args.max_wait_ms)
+    proc, http, grpc_port = start_server(model_dir, args.out, args.threads, args.max_batch, args.max_wait_ms,
+                                         args.concurrent_batches)
     grpc_url, base_url = f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http}"
     rows = []
     try:
-        plan = [(c, "grpc-fp32", min(c, args.max_batch)) for c in CONCURRENCY]
+        # raw ORT gets the clients' images in flight, in the server's layout: min(clients, P) forwards at
+        # once (P = --concurrent-batches) of clients / that many images each
+        plan = [(c, "grpc-fp32", min(c // min(c, par), args.max_batch)) for c in CONCURRENCY]
         if not args.no_extra:
             plan += [(32, "grpc-jpeg", None), (32, "grpc-fp32 kserve-python-client", None),
                      (32, "rest-v2-binary-fp32 kserve-python-client", None)]
         for clients, transport, raw_batch in plan:
+            raw_par = min(clients, par)
             # raw and server alternate (args.reps times) so both see the same background load
             raws, runs = [], []
             s0, n0 = scrape_batches(http)
             for _ in range(args.reps if raw_batch else 1):
                 if raw_batch:
-                    raws.append(bench_raw(session, x, raw_batch, args.seconds / 2))
+                    raws.append(bench_raw(session, x, raw_batch, args.seconds / 2, raw_par))
                 if transport == "grpc-fp32":
                     runs.append(bench_grpcload(load, grpc_url, fp32_file, clients, args.seconds))
                 elif transport == "grpc-jpeg":
@@ -319,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             mean_batch = (s1 - s0) / max(1.0, n1 - n0)
             # the server's batches are smaller than `clients` (the next batch fills while one runs):
             # raw ORT at the batch the server actually ran, too; the target uses the lower ratio
-            raw_mean = bench_raw(session, x, max(1, round(mean_batch)), args.seconds / 2) if raw else None
+            raw_mean = bench_raw(session, x, max(1, round(mean_batch)), args.seconds / 2, raw_par) if raw else None
             r.update(transport=transport, raw=raw, raw_at_mean_batch=raw_mean, mean_batch=mean_batch,
                      ratio=(r["images_per_s"] / max(raw["images_per_s"], raw_mean["images_per_s"])) if raw else None,
                      repetitions={"server_images_per_s": [round(v["images_per_s"], 1) for v in runs],
@@ -339,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "onnxruntime": ort.__version__,
                     "load_avg_1m_end": os.getloadavg()[0]},
         "server": {"max_batch_size": args.max_batch, "max_wait_ms": args.max_wait_ms, "intra_op_threads": args.threads,
+                   "max_concurrent_batches": args.concurrent_batches,
                    "clients_in": "the benchmark process (same machine, same cores)"},
         "seconds_per_repetition": args.seconds, "repetitions": args.reps,
         "target": "server >= 0.9x raw ORT images/s at 32 clients (grpc-fp32; raw at batch 32 or at the server's "
@@ -346,16 +380,21 @@ def main(argv: list[str] | None = None) -> int:
         "clients": "benchmarks/grpcload (Go) for grpc-fp32 and grpc-jpeg; kserve's Python clients where the row says",
         "rows": rows,
         "raw_sweep": sweep,
+        "raw_sweep_other_layout": {"threads": other[0], "parallel": other[1], "rows": other_sweep},
     }
     r32 = next(r for r in rows if r["clients"] == 32 and r["transport"] == "grpc-fp32")
     result["target_met"] = bool(r32["ratio"] >= 0.9)
     md = (f"# Embedder benchmark ({result['created_at']})\n\nModel `{bundle.name}` {bundle.version}, input "
           f"{list(bundle.input_shape)}, dim {bundle.embedding_dim}; {os.cpu_count()} CPUs; server max batch "
-          f"{args.max_batch}, max wait {args.max_wait_ms} ms, {args.threads} ORT threads; clients on the same machine "
+          f"{args.max_batch}, max wait {args.max_wait_ms} ms, {args.concurrent_batches} forward pass(es) at once with "
+          f"{args.threads} ORT thread(s) each (raw ORT: the same layout); clients on the same machine "
           f"(benchmarks/grpcload, Go, unless the row names kserve's Python client); load average at the end "
           f"{result['machine']['load_avg_1m_end']:.1f}."
-          f"\n\n{table(result)}\n\nRaw ORT by batch size (before the server started): "
-          + ", ".join(f"{r['batch']}: {r['images_per_s']:.0f} img/s" for r in sweep) + "\n\nTarget (>= 0.9x raw at 32 clients): "
+          f"\n\n{table(result)}\n\nRaw ORT by batch size (before the server started), this layout: "
+          + ", ".join(f"{r['batch']}: {r['images_per_s']:.0f} img/s" for r in sweep)
+          + f"; the other layout ({other[0]} thread(s) x {other[1]} at once): "
+          + ", ".join(f"{r['batch']}: {r['images_per_s']:.0f} img/s" for r in other_sweep)
+          + "\n\nTarget (>= 0.9x raw at 32 clients): "
           f"{'met' if result['target_met'] else 'NOT met'} ({r32['ratio']:.2f}x).\n")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for name in (f"embedder-{stamp}", "latest"):
