@@ -29,23 +29,23 @@ class EmbedderMetrics:
         self.decode = m.histogram("decode_seconds", "decode + preprocess time per request with encoded images")
         self.in_flight = m.gauge("requests_in_flight", "requests being handled")
         self.queued = m.gauge("queued_images", "images waiting for a forward pass")
-        self._request_children: dict[tuple[str, str], tuple] = {}
-        self._image_children: dict[str, object] = {}
+        self._children: dict[tuple, object] = {}
         self.model_info = m.gauge("model_info", "the served model (value 1)", labels=("name", "version", "runtime"))
 
+    def _child(self, metric, *labels: str):
+        """metric.labels(*labels), bound once: labels() takes a lock and builds a key on every call."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def request_done(self, protocol: str, status: str, seconds: float) -> None:
-        key = (protocol, status)
-        children = self._request_children.get(key)
-        if children is None:  # labels() takes a lock and builds a tuple per call: bind each pair once
-            children = self._request_children[key] = (self.request_latency.labels(*key), self.requests.labels(*key))
-        children[0].observe(seconds)
-        children[1].inc()
+        self._child(self.request_latency, protocol, status).observe(seconds)
+        self._child(self.requests, protocol, status).inc()
 
     def images_done(self, kind: str, n: int) -> None:
-        child = self._image_children.get(kind)
-        if child is None:
-            child = self._image_children[kind] = self.images.labels(kind)
-        child.inc(n)
+        self._child(self.images, kind).inc(n)
 
     def observe_batch(self, s: BatchStats) -> None:
         self.batch_size.observe(s.rows)

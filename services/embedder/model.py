@@ -86,20 +86,16 @@ class EmbedderModel(Model):
         protocol = ("v2-grpc" if body.from_grpc else "v2-rest") if isinstance(body, InferRequest) else "v1"
         return await self._tracked(protocol, super().__call__(body, headers, verb))
 
-    async def infer_grpc(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse | None:
-        """The gRPC fast path (see server.EmbedderServicer): the same parsing, limits, batcher and
-        metrics as `__call__`, minus kserve's InferRequest/InferResponse conversions, which cost
-        more CPU per image than everything else in the request on a small CPU box.
-        None: a layout only kserve's generic path handles."""
-        try:
-            parsed = parse_v2_grpc(request, self.limits, self.config.max_images_per_request)
-        except BadInput as exc:
-            self.metrics.request_done("v2-grpc", "invalid", 0.0)
-            raise self._bad(exc) from None
-        if parsed is None:
-            return None
-
+    async def infer_grpc(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        """The gRPC fast path for requests in `fast_grpc_layout` (see server.EmbedderServicer): the
+        same parsing, limits, batcher and metrics as `__call__`, minus kserve's InferRequest/
+        InferResponse conversions, which cost more CPU per image than everything else in the
+        request on a small CPU box."""
         async def infer() -> pb.ModelInferResponse:
+            try:
+                parsed = parse_v2_grpc(request, self.limits, self.config.max_images_per_request)
+            except BadInput as exc:
+                raise self._bad(exc) from None
             await self._prepare(parsed)
             _, emb = await self.predict(parsed)
             return v2_grpc_response(emb, request.id, self.name, self.version)

@@ -107,24 +107,23 @@ def _parse_input(name: str, datatype: str, shape, as_numpy, max_images: int, lim
                                 "or FP32 (preprocessed [N, 3, H, W])")
 
 
-def _one_input(n: int) -> None:
-    if n != 1:
-        raise BadInput("bad_request", f"expected exactly one input ({BYTES_INPUT!r} BYTES or {TENSOR_INPUT!r} FP32), "
-                                      f"got {n}")
-
-
 def parse_v2(req: InferRequest, limits: ImageLimits, max_images: int) -> Parsed:
-    _one_input(len(req.inputs))
+    if len(req.inputs) != 1:
+        raise BadInput("bad_request", f"expected exactly one input ({BYTES_INPUT!r} BYTES or {TENSOR_INPUT!r} FP32), "
+                                      f"got {len(req.inputs)}")
     inp = req.inputs[0]
     return _parse_input(inp.name, inp.datatype, inp.shape, inp.as_numpy, max_images, limits, request=req)
 
 
-def parse_v2_grpc(req: pb.ModelInferRequest, limits: ImageLimits, max_images: int) -> Parsed | None:
-    """The gRPC fast path: a ModelInferRequest whose one input travels in `raw_input_contents`
-    (what kserve's and Triton's clients send), parsed without building an InferRequest.
-    None: any other layout, for kserve's generic path (which validates it the same way)."""
-    if len(req.raw_input_contents) != 1 or len(req.inputs) != 1:
-        return None
+def fast_grpc_layout(req: pb.ModelInferRequest) -> bool:
+    """One input whose data travels in `raw_input_contents` (what kserve's and Triton's clients
+    send): the layout the gRPC fast path parses; any other goes through kserve's generic path,
+    which validates it the same way (parse_v2)."""
+    return len(req.raw_input_contents) == 1 and len(req.inputs) == 1
+
+
+def parse_v2_grpc(req: pb.ModelInferRequest, limits: ImageLimits, max_images: int) -> Parsed:
+    """The gRPC fast path: a request in `fast_grpc_layout`, parsed without building an InferRequest."""
     inp, raw = req.inputs[0], req.raw_input_contents[0]
     shape = tuple(inp.shape)
 

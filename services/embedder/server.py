@@ -21,6 +21,8 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.rest.server import RESTServer
 
+from .model import EmbedderModel
+from .protocol import fast_grpc_layout
 from .settings import EmbedderConfig
 
 log = logging.getLogger(__name__)
@@ -34,13 +36,10 @@ class EmbedderServicer(InferenceServicer):
     other models included, takes kserve's generic path."""
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
-        from .model import EmbedderModel
-
-        model = self._data_plane.model_registry.get_model(request.model_name)
-        if isinstance(model, EmbedderModel) and model.ready:
-            response = await model.infer_grpc(request)
-            if response is not None:
-                return response
+        if fast_grpc_layout(request):
+            model = self._data_plane.model_registry.get_model(request.model_name)
+            if isinstance(model, EmbedderModel) and model.ready:
+                return await model.infer_grpc(request)
         return await super().ModelInfer(request, context)
 
 
