@@ -46,7 +46,7 @@ def create_app(deps: ApiDeps, lifespan=None) -> FastAPI:
     async def list_experiments() -> dict:
         seen = set(await asyncio.to_thread(deps.state.experiments))
         conf = deps.experiments()
-        configured = {e.id for layer in conf.layers for e in layer.experiments} if conf else set()
+        configured = {e.id for e in conf.all_experiments()} if conf else set()
         return {"experiments": [{"id": e, "configured": e in configured, "has_events": e in seen}
                                 for e in sorted(seen | configured)]}
 

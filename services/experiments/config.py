@@ -77,13 +77,17 @@ class ExperimentsConfig(BaseModel):
 
     @model_validator(mode="after")
     def _unique_ids(self) -> ExperimentsConfig:
-        ids = [e.id for layer in self.layers for e in layer.experiments]
+        ids = [e.id for e in self.all_experiments()]
         if len(set(ids)) != len(ids):
             raise ValueError("experiment ids must be unique across layers")
         return self
 
+    def all_experiments(self) -> list[Experiment]:
+        """Every experiment, layer by layer, in file order."""
+        return [e for layer in self.layers for e in layer.experiments]
+
     def experiment(self, exp_id: str) -> Experiment | None:
-        return next((e for layer in self.layers for e in layer.experiments if e.id == exp_id), None)
+        return next((e for e in self.all_experiments() if e.id == exp_id), None)
 
 
 class ExperimentConfigError(ValueError):

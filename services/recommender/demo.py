@@ -110,7 +110,7 @@ def demo_router(deps) -> APIRouter:
     @router.get("/demo/api/config", summary="What the demo page needs to know")
     async def config() -> dict:
         experiments = [{"id": e.id, "variants": [v.name for v in e.variants]}
-                       for layer in deps.assigner.config.layers for e in layer.experiments]
+                       for e in deps.assigner.config.all_experiments()]
         return {"dashboard_url": cfg.dashboard_url, "default_k": cfg.default_k, "max_k": cfg.max_k,
                 "max_upload_bytes": cfg.max_upload_bytes, "experiments": experiments}
 

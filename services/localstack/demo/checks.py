@@ -49,7 +49,7 @@ def first_experiment():
         config = load_experiments(path)
     except ExperimentConfigError as exc:
         raise DemoError(str(exc)) from exc
-    exps = [e for layer in config.layers for e in layer.experiments]
+    exps = config.all_experiments()
     if not exps:
         raise DemoError(f"no A/B experiment in {path}")
     return config, exps[0]

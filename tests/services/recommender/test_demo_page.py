@@ -316,7 +316,7 @@ def test_page_shows_similar_ads_for_a_listing_and_an_upload(demo, catalogue, tmp
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     by_id = {c["listing_id"]: c for c in catalogue}
-    variants = {v.name for layer in load_experiments(EXPERIMENTS).layers for e in layer.experiments
+    variants = {v.name for e in load_experiments(EXPERIMENTS).all_experiments()
                 for v in e.variants}
     k = 8
 
