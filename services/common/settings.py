@@ -7,10 +7,13 @@ prefix and composes the connection blocks below. Nested fields use `__` in env n
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"  # the shared catalogue (../shared/data)
 
 
 class KafkaConfig(BaseModel):

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.embedder_client import EmbedderClientConfig
 from services.common.events import Topics
 from services.common.feature_store import FeatureStoreConfig
-from services.common.settings import KafkaConfig, MilvusConfig, ServiceSettings
-
-DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"
+from services.common.settings import DATA_DIR, KafkaConfig, MilvusConfig, ServiceSettings
 
 
 class IngestConfig(BaseModel):

@@ -103,9 +103,9 @@ def _demo_env() -> dict[str, str]:
     import os
 
     from services.experiments.config import load_experiments
-    from services.ingest.settings import DATA_DIR
+    from services.common.settings import DATA_DIR
 
-    ids = [e.id for layer in load_experiments(_experiments_file()).layers for e in layer.experiments]
+    ids = [e.id for e in load_experiments(_experiments_file()).all_experiments()]
     port = os.environ.get("ADREC_LOCAL_ABMETRICS_PORT", "18010")
     return {"ADREC_RECOMMEND__IMAGE_ROOTS": json.dumps([str(DATA_DIR)]),
             "ADREC_RECOMMEND__DASHBOARD_URL": f"http://127.0.0.1:{port}/experiments/{ids[0] if ids else ''}"}

@@ -7,9 +7,9 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ..paths import REPO_ROOT
+from services.common.settings import DATA_DIR
 
-DATA_DIR = REPO_ROOT.parent / "shared" / "data"  # = services.ingest.settings.DATA_DIR (that module imports Feast)
+from ..paths import REPO_ROOT
 
 
 class DemoError(RuntimeError):
