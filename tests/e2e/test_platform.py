@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -36,6 +35,7 @@ from services.localstack.ports import free_port
 from services.localstack.settings import LocalStackSettings
 from services.localstack.supervisor import Supervisor
 from tests.helpers.procs import alive, session_members
+from tests.helpers.waiting import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 log = logging.getLogger(__name__)
@@ -79,20 +79,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory, small_model: Path) -> Ite
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-def eventually(fn: Callable[[], Any], timeout_s: float, what: str, interval: float = 0.5) -> Any:
-    """fn() until it returns something truthy; fails with the last value or error."""
-    deadline, last = time.monotonic() + timeout_s, None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as exc:  # noqa: BLE001 - not there yet
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout_s:.0f}s (last: {last!r})")
-
 
 def http(method: str, url: str, body: dict | None = None) -> tuple[int, dict, dict]:
     req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body else None,

@@ -24,6 +24,7 @@ from services.ingest.embedding import PrecomputedEmbedder
 from services.ingest.processor import epoch_ms
 from services.localstack.milvus_server import MilvusLiteServer
 from tests.helpers.procs import read_until
+from tests.helpers.waiting import eventually
 
 from .conftest import DIM, FASHION, T0, PixelEmbedder, delete, upsert
 
@@ -67,15 +68,6 @@ def stores(env: dict) -> tuple[ListingVectorStore, FeatureStoreClient]:
     f = FeatureStoreClient(FeatureStoreConfig(registry_path=env["ADREC_FEAST__REGISTRY_PATH"],
                                               sqlite_path=env["ADREC_FEAST__SQLITE_PATH"]))
     return v, f
-
-
-def wait_for(cond, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def make_events(n_total: int = 2000, n_listings: int = 700, seed: int = 7):
@@ -125,15 +117,15 @@ def test_two_sigkills_mid_stream_lose_nothing_and_keep_the_newest(env: dict, kaf
 
     for kill_after in (150, 400):
         worker = start_worker(env)
-        wait_for(lambda: sum(r["updated_at"] is not None for r in versions().values()) >= kill_after,
-                 300, f"{kill_after} listings written")
+        eventually(lambda: sum(r["updated_at"] is not None for r in versions().values()) >= kill_after,
+                   300, f"{kill_after} listings written", retry_on=())
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
         assert not done(), "the kill should land mid-stream"
 
     worker = start_worker(env)
     try:
-        wait_for(done, 400, "every listing at its newest version")
+        eventually(done, 400, "every listing at its newest version", retry_on=())
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 0
@@ -178,7 +170,7 @@ def test_malformed_events_go_to_the_dlq_and_valid_neighbours_are_processed(
     worker = start_worker(env)
     vectors, _ = stores(env)
     try:
-        wait_for(lambda: vectors.count() == 6, 60, "the valid events")
+        eventually(lambda: vectors.count() == 6, 60, "the valid events", retry_on=())
         letters = []
         with EventConsumer(kafka_config, [Topics.dlq(topic)], group_id="dlq-reader", decode=False) as reader:
             deadline = time.monotonic() + 60
