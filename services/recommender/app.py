@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def build_app(s: RecommenderSettings, *, log_impressions: bool = True) -> FastAPI:
     cfg = s.recommend
     metrics = Metrics("recommender")
-    features = FeatureStoreClient(s.feast)
+    features = FeatureStoreClient(s.feast.model_copy(update={"timeout_s": cfg.feast_timeout_s}))
     vectors = ListingVectorStore(s.milvus.model_copy(update={"timeout_s": cfg.milvus_timeout_s}))
     similar = SimilarListings(features, vectors, cfg)
     embedder = EmbedderClient(s.embedder_client.model_copy(update={"timeout_s": cfg.embedder_timeout_s}))
@@ -76,6 +76,5 @@ def build_app(s: RecommenderSettings, *, log_impressions: bool = True) -> FastAP
         if impressions is not None:
             impressions.close()
         clicks.close()
-        similar.close()
 
     return create_app(deps, lifespan=lifespan)

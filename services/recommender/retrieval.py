@@ -1,7 +1,9 @@
 """Similar listings, framework-free: seed vector (Feast) -> ANN with filters (Milvus) -> re-rank.
 
-Every dependency call has a timeout. When Milvus fails, the category-popular fallback answers
-(flagged); when there is nothing to fall back on, `DependencyDown` (the API's 503).
+Every dependency call has a timeout, enforced by that dependency's own client (the Milvus
+client's deadline, the online store's socket timeouts: `FeatureStoreConfig.timeout_s`), so a
+request runs on one thread with no hand-offs. When Milvus fails, the category-popular fallback
+answers (flagged); when there is nothing to fall back on, `DependencyDown` (the API's 503).
 """
 
 from __future__ import annotations
@@ -10,10 +12,8 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from services.common.milvus_store import Hit, ListingVectorStore, SearchFilter
 
@@ -23,6 +23,8 @@ from .settings import RecommendConfig
 log = logging.getLogger(__name__)
 SEED_FEATURES = ["item_embedding:embedding", "item_embedding:model_version", "item_metadata:shop_id",
                  "item_metadata:category", "item_metadata:active", "item_metadata:title"]
+# what a client needs to render an ad and the re-ranker needs: fewer output fields, cheaper searches
+RENDER_FIELDS = ["shop_id", "category", "price", "title", "image_uri", "currency"]
 
 
 class NotFound(LookupError):
@@ -62,23 +64,13 @@ class SimilarListings:
         self.features = features
         self.vectors = vectors
         self.cfg = cfg
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="deps")
         self.popular = PopularByCategory(vectors, cfg.popular_per_category, cfg.popular_refresh_s)
 
-    def _call(self, fn: Callable[[], Any], timeout_s: float, dependency: str) -> Any:
-        fut = self._pool.submit(fn)
-        try:
-            return fut.result(timeout=timeout_s)
-        except FutureTimeout as exc:
-            raise DependencyDown(dependency, f"timeout after {timeout_s}s") from exc
-        except (NotFound, DependencyDown):
-            raise
-        except Exception as exc:  # noqa: BLE001 - any client error means the dependency failed
-            raise DependencyDown(dependency, str(exc)[:300]) from exc
-
     def seed(self, listing_id: str) -> dict[str, Any]:
-        rows = self._call(lambda: self.features.read(SEED_FEATURES, [{"listing_id": listing_id}]),
-                          self.cfg.feast_timeout_s, "feature store")
+        try:  # inline: the online store's client enforces the timeout
+            rows = self.features.read(SEED_FEATURES, [{"listing_id": listing_id}])
+        except Exception as exc:  # noqa: BLE001 - any client error means the dependency failed
+            raise DependencyDown("feature store", str(exc)[:300]) from exc
         row = rows[0]
         if row.get("embedding") is None or row.get("active") is False:
             raise NotFound(f"listing {listing_id} not found")
@@ -107,7 +99,7 @@ class SimilarListings:
         want = q.k * q.page
         fetch = min(16_384, want * q.overfetch)
         try:  # inline: the Milvus client enforces its own timeout (cfg.milvus_timeout_s)
-            hits = self.vectors.search([vector], fetch, flt, collection=q.collection)[0]
+            hits = self.vectors.search([vector], fetch, flt, collection=q.collection, output_fields=RENDER_FIELDS)[0]
         except Exception as err:  # noqa: BLE001 - any client error: the index is down for us
             down = DependencyDown("vector index", str(err)[:300])
             items = self.popular.get(flt.category or fallback_category, flt)
@@ -128,8 +120,6 @@ class SimilarListings:
         except Exception as exc:  # noqa: BLE001 - readiness reports it; requests get 503s
             log.warning("warm-up failed: %s", exc)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class PopularByCategory:
@@ -147,9 +137,7 @@ class PopularByCategory:
         self._loaded_at = 0.0
 
     def refresh(self) -> None:
-        rows = self.vectors.query("active == true", limit=5000,
-                                  output_fields=["listing_id", "shop_id", "category", "price", "title",
-                                                 "image_uri", "currency"])
+        rows = self.vectors.query("active == true", limit=5000, output_fields=["listing_id", *RENDER_FIELDS])
         by_cat: dict[str, list[Hit]] = {}
         for r in rows:
             hit = Hit(str(r["listing_id"]), 0.0, {k: v for k, v in r.items() if k != "listing_id"})

@@ -18,7 +18,7 @@ class RecommendConfig(BaseModel):
     max_page: int = Field(default=10, ge=1, le=100)
     overfetch: int = Field(default=4, ge=1, le=20, description="search k*page*overfetch, then re-rank")
     max_per_shop: int = Field(default=2, ge=1, le=100, description="diversity: at most N results per shop")
-    feast_timeout_s: float = Field(default=0.5, gt=0)
+    feast_timeout_s: float = Field(default=0.5, gt=0, description="online store (Redis) socket timeout for the seed read")
     milvus_timeout_s: float = Field(default=1.0, gt=0)
     embedder_timeout_s: float = Field(default=5.0, gt=0)
     max_upload_bytes: int = Field(default=10 * 2**20, ge=1024)

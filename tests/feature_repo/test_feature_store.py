@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common.feature_store import FeatureStoreClient, FeatureStoreConfig
+from services.common.feature_store import FeatureStoreClient, FeatureStoreConfig, FeatureStoreError
 from services.common.settings import RedisConfig
 from services.localstack.redis_server import RedisServer
 
@@ -42,6 +42,22 @@ def roundtrip(client: FeatureStoreClient) -> None:
          "currency": "USD", "image_uri": "/img/0.jpg", "active": False, "updated_at": 99}])
     assert client.read(["item_metadata:active"], [{"listing_id": "l-0"}])[0]["active"] is False
 
+    # the direct per-view read returns what Feast's own get_online_features returns
+    entity_rows = [{"listing_id": "l-1"}, {"listing_id": "l-0"}, {"listing_id": "nope"}]
+    feast_rows = client.store.get_online_features(features=FEATURES, entity_rows=entity_rows).to_dict()
+    ours = client.read(FEATURES, entity_rows)
+    for name, column in feast_rows.items():
+        assert [r[name] for r in ours] == column, name
+
+    # bad references are one clear error, not a KeyError from deep inside Feast
+    for bad, why in [(["item_metadata"], "not 'view:feature'"), (["item_metadata:nope"], "has no features"),
+                     (["item_embedding:updated_at", "item_metadata:updated_at"], "from two views"),
+                     (["no_such_view:x"], "online read failed")]:
+        with pytest.raises(FeatureStoreError, match=why):
+            client.read(bad, [{"listing_id": "l-0"}])
+    with pytest.raises(FeatureStoreError, match="only str and int keys"):
+        client.read(["item_metadata:title"], [{"listing_id": 1.5}])
+
 
 def test_sqlite_online_store(tmp_path: Path) -> None:
     cfg = FeatureStoreConfig(registry_path=str(tmp_path / "registry.db"),
@@ -66,3 +82,23 @@ def test_redis_online_store(tmp_path: Path, redis_server: RedisServer) -> None:
     # the features really live in redis, not in a local file
     assert redis.Redis(host=redis_server.host, port=redis_server.port).dbsize() >= 3
     assert not list(tmp_path.glob("*online*"))
+
+
+@pytest.mark.redis
+def test_redis_read_timeout_fails_fast_without_retries(tmp_path: Path, redis_server: RedisServer) -> None:
+    """With `timeout_s` (the recommender's request budget) a dead Redis is one quick error, not
+    redis-py's default three retries with backoff (about 3.5 s)."""
+    import time
+
+    cfg = FeatureStoreConfig(registry_path=str(tmp_path / "registry.db"), online_store="redis",
+                             redis=RedisConfig(host="127.0.0.1", port=redis_server.port), timeout_s=0.3)
+    client = FeatureStoreClient(cfg)
+    client.apply()
+    for _ in range(2):  # twice: the cached view's feature list is not mutated by the store
+        assert client.read(["item_metadata:title"], [{"listing_id": "never"}]) == [{"listing_id": "never", "title": None}]
+    down = FeatureStoreClient(cfg.model_copy(update={"redis": RedisConfig(host="127.0.0.1", port=1)}))
+    down._view_cache = client._view_cache  # noqa: SLF001 - the registry is a file: only the online store is down
+    start = time.monotonic()
+    with pytest.raises(FeatureStoreError, match="online read failed"):
+        down.read(["item_metadata:title"], [{"listing_id": "l-0"}])
+    assert time.monotonic() - start < 0.5
