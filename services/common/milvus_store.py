@@ -245,8 +245,19 @@ class ListingVectorStore:
             )
         except MilvusException as exc:
             raise VectorStoreError(f"search failed: {exc}") from exc
-        return [[Hit(str(h["id"] if "id" in h else h["listing_id"]), float(h["distance"]), dict(h.get("entity", {})))
-                 for h in hits] for hits in res]
+        return [_hits(hits) for hits in res]
 
     def close(self) -> None:
         self._client.close()
+
+
+def _hits(hits: Any) -> list[Hit]:
+    """One query's results as `Hit`s. pymilvus keeps ids and scores as columns and the scalar output
+    fields in a fresh dict per hit: read those directly (`get_raw_item` does not materialise lazy
+    vector fields, which these searches never ask for) instead of dict look-ups with fallbacks."""
+    ids, scores = getattr(hits, "ids", None), getattr(hits, "distances", None)
+    if ids is None or scores is None or not hasattr(hits, "get_raw_item"):  # another result type: the generic way
+        return [Hit(str(h["id"] if "id" in h else h["listing_id"]), float(h["distance"]), dict(h.get("entity", {})))
+                for h in hits]
+    return [Hit(str(pk), float(score), hits.get_raw_item(i).get("entity", {}))
+            for i, (pk, score) in enumerate(zip(ids, scores))]
