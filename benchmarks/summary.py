@@ -40,12 +40,14 @@ def rows() -> list[dict]:
         for r in api["rows"]:
             if r["path"] == "raw pymilvus":
                 continue
-            out.append({"benchmark": "api", "figure": f"p50 latency, {r['vectors']:,} vectors (ms)",
-                        "value": r["p50_ms"], "reference": "raw pymilvus, target <= 1.3x",
-                        "ratio": r["p50_ratio"], "met": r["p50_ratio"] <= 1.3})
-            out.append({"benchmark": "api", "figure": f"QPS at 8 clients, {r['vectors']:,} vectors",
-                        "value": r["qps_c8"], "reference": "raw pymilvus, target >= 0.8x",
-                        "ratio": r["qps_ratio"], "met": r["qps_ratio"] >= 0.8})
+            endpoint = r["path"] == "GET /similar"  # else the floor: context, no target
+            who = "" if endpoint else " of the floor (FastAPI + search only)"
+            out.append({"benchmark": "api", "figure": f"p50 latency{who}, {r['vectors']:,} vectors (ms)",
+                        "value": r["p50_ms"], "reference": "raw pymilvus" + (", target <= 1.3x" if endpoint else ""),
+                        "ratio": r["p50_ratio"], "met": r["p50_ratio"] <= 1.3 if endpoint else None})
+            out.append({"benchmark": "api", "figure": f"QPS at 8 clients{who}, {r['vectors']:,} vectors",
+                        "value": r["qps_c8"], "reference": "raw pymilvus" + (", target >= 0.8x" if endpoint else ""),
+                        "ratio": r["qps_ratio"], "met": r["qps_ratio"] >= 0.8 if endpoint else None})
     emb = _load(RESULTS_DIR / "embedder.json")
     if emb:
         for r in emb["rows"]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+import prometheus_client.values  # noqa: F401 - before feast: see below
 from feast import FeatureStore, RepoConfig
 from feast.data_source import PushMode
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -27,6 +28,9 @@ from pydantic import BaseModel, Field
 
 from .settings import RedisConfig
 
+# Importing feast points prometheus_client at a multiprocess temp dir (PROMETHEUS_MULTIPROC_DIR) for
+# its feature server; prometheus_client picks its value class once, at its own import, so importing it
+# first keeps every service's metrics in-process (no mmap write per observation, no dir to outlive us).
 log = logging.getLogger(__name__)
 REPO_PATH = Path(__file__).resolve().parents[2] / "feature_repo"
 SQL_URLS = ("postgresql", "mysql", "sqlite://")  # a shared SQL registry (the cluster); else a file

@@ -122,6 +122,7 @@ class Supervisor:
         # importing feast sets this to a temp dir of this process, removed when it exits: a child
         # that inherits it crashes on its next new metric once the supervisor is gone
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        env.pop("PROMETHEUS_MULTIPROCESS_DIR", None)  # feast reads this one first and would reuse it
         proc = ManagedProcess(spec.name, spec.argv(self.endpoints), env=env,
                               log_path=self.settings.run_dir / "logs" / f"{spec.name}.log",
                               pid_path=self.settings.run_dir / f"{spec.name}.pid")
