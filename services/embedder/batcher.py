@@ -5,8 +5,8 @@ blocking forward in a worker thread and hands each request its slice of the resu
 
 When to run: a batch starts as soon as `max_batch_size` rows are queued, or `max_wait_s` after
 its oldest row arrived, or at once when every request the server is handling is already queued
-(`in_flight()`; nobody else is coming, so waiting would only add latency). While a batch runs,
-the next one fills up, so under load batches form without any waiting.
+or in a running batch (`in_flight()`; nobody else is coming, so waiting would only add latency).
+While a batch runs, the next one fills up, so under load batches form without any waiting.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class DynamicBatcher:
         self._on_batch = on_batch
         self._jobs: collections.deque[_Job] = collections.deque()
         self._queued_rows = 0
+        self._running_jobs = 0  # in batches being run: in flight, but not coming
         self._executor = concurrent.futures.ThreadPoolExecutor(max_concurrent_batches, thread_name_prefix="forward")
         self._wake: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -96,7 +97,7 @@ class DynamicBatcher:
             self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop(), name="batcher")
 
     def _everyone_queued(self) -> bool:
-        return self._in_flight is not None and self._in_flight() <= len(self._jobs)
+        return self._in_flight is not None and self._in_flight() - self._running_jobs <= len(self._jobs)
 
     async def _batch_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -123,6 +124,7 @@ class DynamicBatcher:
             if not jobs:
                 self._slots.release()
                 continue
+            self._running_jobs += len(jobs)
             task = loop.create_task(self._run_batch(jobs, loop.time() - jobs[0].enqueued))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -151,22 +153,29 @@ class DynamicBatcher:
     async def _run_batch(self, jobs: list[_Job], waited_s: float) -> None:
         loop = asyncio.get_running_loop()
         try:
-            out, run_s = await loop.run_in_executor(self._executor, self._forward, [j.x for j in jobs])
-        except BaseException as exc:  # noqa: BLE001 - every waiting request gets the error
+            try:
+                out, run_s = await loop.run_in_executor(self._executor, self._forward, [j.x for j in jobs])
+            except BaseException as exc:  # noqa: BLE001 - every waiting request gets the error
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+                return
+            finally:
+                self._slots.release()
+            start = 0
             for j in jobs:
+                n = j.x.shape[0]
                 if not j.future.done():
-                    j.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
-            return
+                    j.future.set_result(out[start:start + n])
+                start += n
+            if self._on_batch is not None:
+                self._on_batch(BatchStats(rows=start, requests=len(jobs), queue_wait_s=waited_s, run_s=run_s))
         finally:
-            self._slots.release()
-        start = 0
-        for j in jobs:
-            n = j.x.shape[0]
-            if not j.future.done():
-                j.future.set_result(out[start:start + n])
-            start += n
-        if self._on_batch is not None:
-            self._on_batch(BatchStats(rows=start, requests=len(jobs), queue_wait_s=waited_s, run_s=run_s))
+            # these requests are answered, not coming: once they have left (their tasks run first,
+            # they were scheduled first) the loop looks again at whether everyone left is queued
+            self._running_jobs -= len(jobs)
+            if self._wake is not None:
+                loop.call_soon(self._wake.set)
 
     async def close(self) -> None:
         self._closed = True
@@ -183,4 +192,5 @@ class DynamicBatcher:
                 j.future.set_exception(RuntimeError("embedder is shutting down"))
         self._jobs.clear()
         self._queued_rows = 0
+        self._running_jobs = 0  # in batches being run: in flight, but not coming
         self._executor.shutdown(wait=False)

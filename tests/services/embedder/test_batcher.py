@@ -74,6 +74,29 @@ def test_lone_request_does_not_wait_when_nobody_else_is_coming():
     assert asyncio.run(main()) < 1.0
 
 
+def test_requests_in_a_running_batch_are_not_waited_for():
+    """Two requests in flight, one already in a running forward: the other starts its own batch at
+    once instead of waiting max_wait for company that is not coming."""
+    rec = Recorder(delay=0.3)
+
+    async def main():
+        in_flight = [1]
+        b = DynamicBatcher(rec, max_batch_size=32, max_wait_s=2.0, max_concurrent_batches=2,
+                           in_flight=lambda: in_flight[0])
+        first = asyncio.ensure_future(b.submit(rows(0, 1)))
+        await asyncio.sleep(0.05)  # alone, so it runs at once; then a second request arrives
+        in_flight[0] = 2
+        t = time.perf_counter()
+        await b.submit(rows(1, 1))
+        waited = time.perf_counter() - t
+        await first
+        await b.close()
+        return waited
+
+    assert asyncio.run(main()) < 1.0  # the forward's 0.3 s, not max_wait's 2 s
+    assert rec.sizes == [1, 1]
+
+
 def test_waits_up_to_max_wait_for_company():
     rec = Recorder()
 
