@@ -167,7 +167,7 @@ def main() -> int:
         use_server = args.milvus == "server" or (args.milvus == "auto" and milvus_server_python().exists())
         milvus = EmbeddedMilvus(work / "milvus") if use_server else MilvusLiteServer(work / "milvus")
         index = {"index_type": "HNSW", "index_params": {"M": 16, "efConstruction": 64}} if use_server else {}
-        broker = KafkaBroker(work / "kafka")
+        broker = KafkaBroker(work / "kafka", fsync_each_message=False)  # flushing like a production broker
         broker.start()
         milvus.start()
         embedder = None
@@ -209,7 +209,7 @@ def main() -> int:
             broker.stop()
     paced = rows[0]
     notes = [f"milvus: {'embedded real Milvus 2.3.5 (HNSW)' if use_server else 'milvus-lite server mode'}; "
-             "Feast online store: SQLite; broker: Kafka 4.1.1 KRaft single node; all on this machine",
+             "Feast online store: SQLite; broker: Kafka 4.1.1 KRaft single node (no fsync per append, like production); all on this machine",
              f"target: freshness p99 <= 1 s at 1,000 events/s precomputed -> measured p99 "
              f"{paced['freshness_p99_s']:.3f} s at {paced['events_per_s']} events/s: "
              f"{'MET' if paced['freshness_p99_s'] <= 1.0 and paced['events_per_s'] >= 0.95 * args.rate else 'NOT MET'}"]
