@@ -36,7 +36,9 @@ def search(listing_id: str) -> list[dict]:
     flt = SearchFilter(exclude_ids=[listing_id], exclude_shop_ids=[shop])
     res = CLIENT.search(COLLECTION, data=[vector], limit=LIMIT, filter=flt.expression(), output_fields=RENDER_FIELDS,
                         search_params=PARAMS, consistency_level="Bounded")
-    return [{"listing_id": h["id"], "score": h["distance"], **h["entity"]} for h in res[0][:K]]
+    # the primary key comes back as "id" from Milvus 2.3 and under its field name from milvus-lite
+    return [{"listing_id": h.get("id") or h.get("listing_id"), "score": h["distance"], **h["entity"]}
+            for h in res[0][:K]]
 
 
 @app.get("/v1/listings/{listing_id}/similar")
