@@ -34,10 +34,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from services.common.settings import DATA_DIR as DATA  # noqa: E402
 from services.localstack.ports import free_port  # noqa: E402
 from services.localstack.process import ManagedProcess  # noqa: E402
 
-DATA = Path(os.environ.get("ADREC_DATA_DIR", REPO.parent / "shared" / "data"))
 CONCURRENCY = (1, 8, 32)
 
 

@@ -7,13 +7,15 @@ prefix and composes the connection blocks below. Nested fields use `__` in env n
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"  # the shared catalogue (../shared/data)
+# the shared catalogue: $ADREC_DATA_DIR, as the training pipeline reads it, else ../shared/data
+DATA_DIR = Path(os.environ.get("ADREC_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data").resolve()
 
 
 class KafkaConfig(BaseModel):

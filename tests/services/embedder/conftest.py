@@ -15,11 +15,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from services.common.settings import DATA_DIR as DATA  # noqa: E402
 from services.localstack.ports import free_port  # noqa: E402
 from services.localstack.process import ManagedProcess  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
-DATA = Path(os.environ.get("ADREC_DATA_DIR", REPO.parent / "shared" / "data"))
 MODEL_NAME, MODEL_VERSION, DIM, HEIGHT, WIDTH = "adrec-visual-embedder", "0.0.1-test", 32, 64, 48
 
 
