@@ -4,8 +4,8 @@ For each catalogue size (default 100k and 1M vectors, dim 256) on the embedded r
 2.3.5 (IVF_FLAT), in one run:
 - raw: `MilvusClient.search` with the endpoint's own filter and limit (k x overfetch), the
   seed vector already in hand;
-- api: `GET /v1/listings/{id}/similar` over real HTTP against the recommender (uvicorn, one
-  process) reading the seed from Feast (SQLite) and re-ranking.
+- api: `GET /v1/listings/{id}/similar` over real HTTP against the recommender (uvicorn,
+  $BENCH_API_WORKERS processes, default 2) reading the seed from Feast (SQLite) and re-ranking.
 - floor: `benchmarks/api/floor_app.py`, the thinnest FastAPI endpoint over the same search (seed in
   memory, no Feast, A/B, re-rank, impression or metrics), under uvicorn with the same workers: the
   web stack's own cost, so the report shows what the endpoint's work adds on top of it.
@@ -170,19 +170,16 @@ end
     return float(p50), float(p99), float(rps), int(errors)
 
 
-def _serve(cmd: list[str], env: dict, what: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def _serve(cmd: list[str], env: dict, what: str, port: int, ready_path: str) -> tuple[subprocess.Popen, str]:
     env = {k: v for k, v in env.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")}
-    proc = subprocess.Popen([*cmd, *(["--port", str(port)] if "uvicorn" in cmd else [])], cwd=REPO,
-                            env={**env, "ADREC_PORT": str(port)}, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited: {proc.stdout.read() if proc.stdout else ''}")
         try:
-            if httpx.get(f"{base}/readyz" if "uvicorn" not in cmd else f"{base}/docs", timeout=2).status_code == 200:
+            if httpx.get(f"{base}{ready_path}", timeout=2).status_code == 200:
                 return proc, base
         except httpx.HTTPError:
             pass
@@ -193,13 +190,14 @@ def _serve(cmd: list[str], env: dict, what: str) -> tuple[subprocess.Popen, str]
 
 def start_api(milvus_uri: str, feast: FeatureStoreConfig, index: dict, workdir: Path,
               kafka: str) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "ADREC_MILVUS__URI": milvus_uri, "ADREC_MILVUS__DIM": str(DIM),
+    port = free_port()
+    env = {**os.environ, "ADREC_PORT": str(port), "ADREC_MILVUS__URI": milvus_uri, "ADREC_MILVUS__DIM": str(DIM),
            "ADREC_MILVUS__SEARCH_PARAMS": json.dumps(index.get("search_params", {})),
            "ADREC_FEAST__REGISTRY_PATH": feast.registry_path, "ADREC_FEAST__SQLITE_PATH": feast.sqlite_path,
            "ADREC_LOG_LEVEL": "WARNING", "ADREC_KAFKA__BOOTSTRAP_SERVERS": kafka,
            "ADREC_RECOMMEND__OVERFETCH": str(OVERFETCH), "ADREC_RECOMMEND__POPULAR_REFRESH_S": "100000",
            "ADREC_WORKERS": WORKERS, "PYTHONUNBUFFERED": "1"}
-    return _serve([sys.executable, "-m", "services.recommender"], env, "recommender")
+    return _serve([sys.executable, "-m", "services.recommender"], env, "recommender", port, "/readyz")
 
 
 def start_floor(milvus_uri: str, seeds: list[tuple[str, np.ndarray, str]], index: dict, workdir: Path,
@@ -209,8 +207,10 @@ def start_floor(milvus_uri: str, seeds: list[tuple[str, np.ndarray, str]], index
     env = {**os.environ, "FLOOR_SEEDS": str(path), "FLOOR_URI": milvus_uri, "FLOOR_COLLECTION": collection,
            "FLOOR_LIMIT": str(K * OVERFETCH), "FLOOR_K": str(K),
            "FLOOR_SEARCH_PARAMS": json.dumps(index.get("search_params", {}))}
+    port = free_port()
     return _serve([sys.executable, "-m", "uvicorn", "benchmarks.api.floor_app:app", "--host", "127.0.0.1",
-                   "--workers", WORKERS, "--log-level", "warning", "--no-access-log"], env, "floor app")
+                   "--port", str(port), "--workers", WORKERS, "--log-level", "warning", "--no-access-log"], env,
+                  "floor app", port, "/docs")
 
 
 def stop(proc: subprocess.Popen) -> None:

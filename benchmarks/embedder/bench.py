@@ -310,7 +310,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {bundle.name} {bundle.version} ({model_dir}), input {bundle.input_shape}, dim {bundle.embedding_dim}; "
           f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}", flush=True)
 
-    # context: raw throughput at every batch size (the server's batches are often smaller than 32)
     # context: raw throughput at every batch size (the server's batches are often smaller than 32),
     # in the server's layout and in the other one (threads x parallel forwards), to show which is faster here
     sweep = [bench_raw(session, x, b, max(1.0, args.seconds / 3), par) for b in (1, 4, 8, 16, 32)]

@@ -252,12 +252,8 @@ class ListingVectorStore:
 
 
 def _hits(hits: Any) -> list[Hit]:
-    """One query's results as `Hit`s. pymilvus keeps ids and scores as columns and the scalar output
-    fields in a fresh dict per hit: read those directly (`get_raw_item` does not materialise lazy
-    vector fields, which these searches never ask for) instead of dict look-ups with fallbacks."""
-    ids, scores = getattr(hits, "ids", None), getattr(hits, "distances", None)
-    if ids is None or scores is None or not hasattr(hits, "get_raw_item"):  # another result type: the generic way
-        return [Hit(str(h["id"] if "id" in h else h["listing_id"]), float(h["distance"]), dict(h.get("entity", {})))
-                for h in hits]
+    """One query's results (pymilvus' HybridHits, from milvus-lite and Milvus alike) as `Hit`s: ids and
+    scores are columns and the scalar output fields a fresh dict per hit, read directly
+    (`get_raw_item` does not materialise lazy vector fields, which these searches never ask for)."""
     return [Hit(str(pk), float(score), hits.get_raw_item(i).get("entity", {}))
-            for i, (pk, score) in enumerate(zip(ids, scores))]
+            for i, (pk, score) in enumerate(zip(hits.ids, hits.distances))]

@@ -192,5 +192,4 @@ class DynamicBatcher:
                 j.future.set_exception(RuntimeError("embedder is shutting down"))
         self._jobs.clear()
         self._queued_rows = 0
-        self._running_jobs = 0  # in batches being run: in flight, but not coming
         self._executor.shutdown(wait=False)

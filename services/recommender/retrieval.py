@@ -1,8 +1,8 @@
 """Similar listings, framework-free: seed vector (Feast) -> ANN with filters (Milvus) -> re-rank.
 
-Every dependency call has a timeout, enforced by that dependency's own client (the Milvus
-client's deadline, the online store's socket timeouts: `FeatureStoreConfig.timeout_s`), so a
-request runs on one thread with no hand-offs. When Milvus fails, the category-popular fallback
+Every remote dependency call has a timeout, enforced by that dependency's own client (the Milvus
+client's deadline, Redis socket timeouts from `FeatureStoreConfig.timeout_s`; the SQLite online
+store is a local file), so a request runs on one thread with no hand-offs. When Milvus fails, the category-popular fallback
 answers (flagged); when there is nothing to fall back on, `DependencyDown` (the API's 503).
 """
 
@@ -119,7 +119,6 @@ class SimilarListings:
             self.popular.refresh()
         except Exception as exc:  # noqa: BLE001 - readiness reports it; requests get 503s
             log.warning("warm-up failed: %s", exc)
-
 
 
 class PopularByCategory:
