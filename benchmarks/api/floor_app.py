@@ -16,8 +16,10 @@ import asyncio
 import json
 import os
 
+import orjson
+
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 from pymilvus import MilvusClient
 
 from services.common.milvus_store import SearchFilter
@@ -42,7 +44,7 @@ def search(listing_id: str) -> list[dict]:
 
 
 @app.get("/v1/listings/{listing_id}/similar")
-async def similar(listing_id: str) -> ORJSONResponse:
+async def similar(listing_id: str) -> Response:
     if listing_id not in SEEDS:
         raise HTTPException(404, "unknown seed")
-    return ORJSONResponse({"items": await asyncio.to_thread(search, listing_id)})
+    return Response(orjson.dumps({"items": await asyncio.to_thread(search, listing_id)}), media_type="application/json")

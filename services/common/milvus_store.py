@@ -8,18 +8,22 @@ collection is complete (blue/green).
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import grpc
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from .events import ID_PATTERN
+from .milvus_search import DirectSearch
 from .settings import MilvusConfig
 
+log = logging.getLogger(__name__)
 _ID = re.compile(ID_PATTERN)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 SCALAR_FIELDS = ["shop_id", "category", "price", "active", "updated_at", "model_version",
@@ -110,6 +114,13 @@ class ListingVectorStore:
                                                   timeout=cfg.timeout_s)
         except MilvusException as exc:
             raise VectorStoreError(f"cannot connect to Milvus at {cfg.uri}: {exc}") from exc
+        self._direct: DirectSearch | None = None
+        if cfg.direct_search:
+            try:
+                db = getattr(getattr(self._client, "_config", None), "db_name", cfg.db_name)
+                self._direct = DirectSearch(self._client, db, make=Hit)
+            except (TypeError, AttributeError) as exc:  # another pymilvus: its public search still works
+                log.warning("direct search unavailable, using MilvusClient.search: %s", exc)
 
     # -- collections and the serving alias ------------------------------------------------
 
@@ -236,15 +247,19 @@ class ListingVectorStore:
         if not 1 <= k <= 16_384:
             raise VectorStoreError(f"k must be in [1, 16384], got {k}")
         expr = (flt or SearchFilter()).expression()
+        data = [list(map(float, v)) for v in vectors]
+        params = {"metric_type": self.cfg.metric, "params": dict(self.cfg.search_params)}
         try:
+            if self._direct is not None:
+                return self._direct.search(collection or self.cfg.alias, data, k, expr, output_fields, params,
+                                           self.cfg.search_consistency, self.cfg.timeout_s)
             res = self._client.search(
-                collection or self.cfg.alias, data=[list(map(float, v)) for v in vectors], limit=k,
-                filter=expr, output_fields=list(output_fields), timeout=self.cfg.timeout_s,
-                search_params={"metric_type": self.cfg.metric, "params": dict(self.cfg.search_params)},
-                consistency_level=self.cfg.search_consistency,
-            )
+                collection or self.cfg.alias, data=data, limit=k, filter=expr, output_fields=list(output_fields),
+                timeout=self.cfg.timeout_s, search_params=params, consistency_level=self.cfg.search_consistency)
         except MilvusException as exc:
             raise VectorStoreError(f"search failed: {exc}") from exc
+        except grpc.RpcError as exc:
+            raise VectorStoreError(f"search failed: {exc.code().name}: {exc.details()}") from exc
         return [_hits(hits) for hits in res]
 
     def close(self) -> None:

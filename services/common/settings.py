@@ -66,6 +66,9 @@ class MilvusConfig(BaseModel):
     search_consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = Field(
         default="Bounded", description="reads: Bounded skips Strong's wait for the next time tick (~200 ms)")
     timeout_s: float = Field(default=5.0, gt=0)
+    direct_search: bool = Field(default=True, description="search through pymilvus' gRPC stub without "
+                                "MilvusClient's per-call layers (services/common/milvus_search.py); false: "
+                                "MilvusClient.search")
 
 
 class RedisConfig(BaseModel):

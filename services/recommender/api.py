@@ -9,9 +9,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import orjson
 from fastapi import FastAPI, File, Form, Header, Path, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, ORJSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -156,9 +157,10 @@ def create_app(deps: Dependencies, lifespan=None) -> FastAPI:
         if deps.clicks is not None and items:
             deps.clicks.remember(rid, uid, [i["listing_id"] for i in items], start=(q.page - 1) * q.k)
         served.labels(fallback=result.fallback or "none", variant=assigned.label()).inc()
-        return ORJSONResponse({"request_id": rid, "user_id": uid, "experiments": experiments, "seed": result.seed,
-                               "k": q.k, "page": q.page, "items": items, "fallback": result.fallback,
-                               "model_version": result.model_version})
+        return Response(orjson.dumps({"request_id": rid, "user_id": uid, "experiments": experiments,
+                                      "seed": result.seed, "k": q.k, "page": q.page, "items": items,
+                                      "fallback": result.fallback, "model_version": result.model_version}),
+                        media_type="application/json")
 
     async def run(fn, *args):
         try:
