@@ -40,8 +40,9 @@ def rows() -> list[dict]:
         for r in api["rows"]:
             if r["path"] == "raw pymilvus":
                 continue
-            endpoint = r["path"] == "GET /similar"  # else the floor: context, no target
-            who = "" if endpoint else " of the floor (FastAPI + search only)"
+            endpoint = r["path"] == "GET /similar"  # else context, no target
+            who = "" if endpoint else (" of the floor (FastAPI + search only)" if r["path"].startswith("floor")
+                                       else f" of {r['path']}")
             out.append({"benchmark": "api", "figure": f"p50 latency{who}, {r['vectors']:,} vectors (ms)",
                         "value": r["p50_ms"], "reference": "raw pymilvus" + (", target <= 1.3x" if endpoint else ""),
                         "ratio": r["p50_ratio"], "met": r["p50_ratio"] <= 1.3 if endpoint else None})

@@ -3,7 +3,9 @@
 For each catalogue size (default 100k and 1M vectors, dim 256) on the embedded real Milvus
 2.3.5 (IVF_FLAT), in one run:
 - raw: `MilvusClient.search` with the endpoint's own filter and limit (k x overfetch), the
-  seed vector already in hand;
+  seed vector already in hand; the ratios are against it;
+- raw store.search: the same search through `ListingVectorStore.search`, the direct RPC the API
+  issues (services/common/milvus_search.py), for reference;
 - api: `GET /v1/listings/{id}/similar` over real HTTP against the recommender (uvicorn,
   $BENCH_API_WORKERS processes, default 2) reading the seed from Feast (SQLite) and re-ranking.
 - floor: `benchmarks/api/floor_app.py`, the thinnest FastAPI endpoint over the same search (seed in
@@ -30,6 +32,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from benchmarks.cpu import tree_cpu_s
 from benchmarks.results import write
 from services.common.feature_store import FeatureStoreClient, FeatureStoreConfig
 from services.common.milvus_store import ListingVectorStore, SearchFilter
@@ -114,7 +117,8 @@ def percentiles(lat: list[float]) -> tuple[float, float]:
 
 
 def run_raw(store: ListingVectorStore, seeds: list[tuple[str, np.ndarray, str]], seconds: float,
-            concurrency: int) -> tuple[list[float], float]:
+            concurrency: int, via_store: bool = False) -> tuple[list[float], float]:
+    """`MilvusClient.search`, or with `via_store` the store's own search (the direct RPC the API issues)."""
     lat: list[float] = []
     lock = threading.Lock()
     stop = time.perf_counter() + seconds
@@ -126,10 +130,13 @@ def run_raw(store: ListingVectorStore, seeds: list[tuple[str, np.ndarray, str]],
             lid, vec, shop = seeds[i % len(seeds)]
             flt = SearchFilter(exclude_ids=[lid], exclude_shop_ids=[shop])
             t = time.perf_counter()
-            store._client.search(store.cfg.alias, data=[vec.tolist()], limit=K * OVERFETCH,  # noqa: SLF001
-                                 filter=flt.expression(), output_fields=RENDER_FIELDS,
-                                 search_params={"metric_type": "COSINE", "params": store.cfg.search_params},
-                                 consistency_level=store.cfg.search_consistency)
+            if via_store:
+                store.search([vec], K * OVERFETCH, flt, output_fields=RENDER_FIELDS)
+            else:
+                store._client.search(store.cfg.alias, data=[vec.tolist()], limit=K * OVERFETCH,  # noqa: SLF001
+                                     filter=flt.expression(), output_fields=RENDER_FIELDS,
+                                     search_params={"metric_type": "COSINE", "params": store.cfg.search_params},
+                                     consistency_level=store.cfg.search_consistency)
             with lock:
                 lat.append(time.perf_counter() - t)
                 count[0] += 1
@@ -222,7 +229,28 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def bench_size(n: int, uri: str, index: dict, workdir: Path, seconds: float, label: str, kafka: str) -> list[dict]:
+class CpuMeter:
+    """CPU ms per request of the measured path's own process(es) and of Milvus over one run: the
+    path's is this process's CPU for the raw paths (pymilvus in threads here), the server's process
+    tree for the HTTP ones."""
+
+    def __init__(self, milvus_pid: int | None) -> None:
+        self.milvus_pid = milvus_pid
+
+    def run(self, fn, seconds: float, server_pid: int | None = None):
+        """fn runs a load for `seconds` and returns (..., QPS) from run_raw or (p50, p99, QPS, errors)
+        from run_wrk -> (fn's result, path CPU ms/req, Milvus CPU ms/req)."""
+        own = (lambda: tree_cpu_s(server_pid)) if server_pid else time.process_time
+        milvus = (lambda: tree_cpu_s(self.milvus_pid)) if self.milvus_pid else (lambda: 0.0)
+        c0, m0 = own(), milvus()
+        result = fn()
+        requests = result[-1 if server_pid is None else 2] * seconds
+        per = 1000 / max(requests, 1)
+        return result, (own() - c0) * per, (milvus() - m0) * per
+
+
+def bench_size(n: int, uri: str, index: dict, workdir: Path, seconds: float, label: str, kafka: str,
+               milvus_pid: int | None = None) -> list[dict]:
     print(f"[{label}] {n} vectors", flush=True)
     seed_idx = np.random.default_rng(2).choice(n, N_SEEDS, replace=False)
     store = populate(uri, n, index, vectors_for)
@@ -243,14 +271,20 @@ def bench_size(n: int, uri: str, index: dict, workdir: Path, seconds: float, lab
         run_wrk(base, seeds, 2, 2, workdir)
         raw_lat, _ = run_raw(store, seeds, seconds, 1)
         ap50, ap99, _, api_err = run_wrk(base, seeds, seconds, 1, workdir)
-        _, raw_qps = run_raw(store, seeds, seconds, 8)
-        _, _, api_qps, err2 = run_wrk(base, seeds, seconds, 8, workdir)
+        meter = CpuMeter(milvus_pid)
+        (_, raw_qps), raw_cpu, raw_mcpu = meter.run(lambda: run_raw(store, seeds, seconds, 8), seconds)
+        (_, _, api_qps, err2), api_cpu, api_mcpu = meter.run(lambda: run_wrk(base, seeds, seconds, 8, workdir),
+                                                             seconds, api.pid)
+        direct_lat, _ = run_raw(store, seeds, seconds, 1, via_store=True)
+        (_, direct_qps), direct_cpu, direct_mcpu = meter.run(
+            lambda: run_raw(store, seeds, seconds, 8, via_store=True), seconds)
         stop(api)
         floor, fbase = start_floor(uri, seeds, index, workdir, store.alias_target() or store.cfg.alias)
         try:
             run_wrk(fbase, seeds, 2, 2, workdir)
             fp50, fp99, _, f_err = run_wrk(fbase, seeds, seconds, 1, workdir)
-            _, _, floor_qps, f_err2 = run_wrk(fbase, seeds, seconds, 8, workdir)
+            (_, _, floor_qps, f_err2), floor_cpu, floor_mcpu = meter.run(
+                lambda: run_wrk(fbase, seeds, seconds, 8, workdir), seconds, floor.pid)
         finally:
             stop(floor)
     finally:
@@ -259,13 +293,18 @@ def bench_size(n: int, uri: str, index: dict, workdir: Path, seconds: float, lab
         store.close()
     rp50, rp99 = percentiles(raw_lat)
     out.append({"milvus": label, "vectors": n, "path": "raw pymilvus", "p50_ms": rp50, "p99_ms": rp99,
-                "qps_c8": raw_qps, "p50_ratio": 1.0, "qps_ratio": 1.0, "errors": 0})
+                "qps_c8": raw_qps, "p50_ratio": 1.0, "qps_ratio": 1.0, "errors": 0,
+                "cpu_ms_per_req": raw_cpu, "milvus_cpu_ms_per_req": raw_mcpu})
+    dp50, dp99 = percentiles(direct_lat)
+    out.append({"milvus": label, "vectors": n, "path": "raw store.search (direct RPC)", "p50_ms": dp50, "p99_ms": dp99,
+                "qps_c8": direct_qps, "p50_ratio": dp50 / rp50, "qps_ratio": direct_qps / raw_qps, "errors": 0,
+                "cpu_ms_per_req": direct_cpu, "milvus_cpu_ms_per_req": direct_mcpu})
     out.append({"milvus": label, "vectors": n, "path": "GET /similar", "p50_ms": ap50, "p99_ms": ap99,
                 "qps_c8": api_qps, "p50_ratio": ap50 / rp50, "qps_ratio": api_qps / raw_qps,
-                "errors": api_err + err2})
+                "errors": api_err + err2, "cpu_ms_per_req": api_cpu, "milvus_cpu_ms_per_req": api_mcpu})
     out.append({"milvus": label, "vectors": n, "path": "floor: FastAPI + search only", "p50_ms": fp50,
                 "p99_ms": fp99, "qps_c8": floor_qps, "p50_ratio": fp50 / rp50, "qps_ratio": floor_qps / raw_qps,
-                "errors": f_err + f_err2})
+                "errors": f_err + f_err2, "cpu_ms_per_req": floor_cpu, "milvus_cpu_ms_per_req": floor_mcpu})
     for r in out:
         print(r, flush=True)
     return out
@@ -293,7 +332,8 @@ def main() -> int:
         ensure_topics(KafkaConfig(bootstrap_servers=broker.bootstrap_servers), [Topics.USER_EVENTS])
         try:
             for n in sizes:
-                rows += bench_size(n, server.uri, index, work, args.seconds, label, broker.bootstrap_servers)
+                rows += bench_size(n, server.uri, index, work, args.seconds, label, broker.bootstrap_servers,
+                                   getattr(server, "pid", None))
         finally:
             server.stop()
             broker.stop()
@@ -305,10 +345,17 @@ def main() -> int:
              f"k={K}, over-fetch x{OVERFETCH}; API = Feast (SQLite) seed read + Milvus search + re-rank + JSON + impression to Kafka "
              "(a real broker, flushing like a production one: no fsync per append)",
              "every path runs after Milvus has compacted and indexed all rows (both run in the background after a flush)",
+             "raw store.search = the same search through the store's direct RPC (pymilvus' request builder and gRPC "
+             "stub without MilvusClient's per-call layers), the call the API makes; listed for reference",
+             "cpu_ms_per_req: CPU per request at 8 clients of the path's own processes (this process's pymilvus "
+             "threads for the raw rows, the server's process tree for the HTTP rows; the load generator not included); "
+             "milvus_cpu_ms_per_req: Milvus' over the same run. Both move far less between runs than QPS, and at "
+             "saturation QPS = 2 cores / (all CPU per request)",
              f"floor = benchmarks/api/floor_app.py: FastAPI + uvicorn ({WORKERS} workers, like the API) over the same "
              "search with the seed in memory, nothing else; raw -> floor is the web stack, floor -> API the endpoint's work"]
     name = "api" if args.milvus == "server" else "api-milvus-lite"
     _, m = write(name, rows, ["milvus", "vectors", "path", "p50_ms", "p99_ms", "qps_c8", "p50_ratio", "qps_ratio",
+                              "cpu_ms_per_req", "milvus_cpu_ms_per_req",
                               "errors"], notes)
     print(m.read_text())
     return 0
