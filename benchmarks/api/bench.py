@@ -12,7 +12,8 @@ For each catalogue size (default 100k and 1M vectors, dim 256) on the embedded r
   memory, no Feast, A/B, re-rank, impression or metrics), under uvicorn with the same workers: the
   web stack's own cost, so the report shows what the endpoint's work adds on top of it.
 Latency p50/p99 at concurrency 1; max throughput (QPS) at concurrency 8, each for a fixed
-time. The raw path is measured with pymilvus in this process (its client cost is part of a raw
+time, in --rounds rounds that alternate raw, API and direct (the floor runs after, on its own): the
+medians are reported, each round's QPS and p50 kept in the JSON. The raw path is measured with pymilvus in this process (its client cost is part of a raw
 search); the endpoint is driven by `wrk` (C) so the load generator takes little CPU from it. milvus-lite is measured separately
 (--milvus lite) and noted, not used for the ratios.
 """
@@ -249,8 +250,26 @@ class CpuMeter:
         return result, (own() - c0) * per, (milvus() - m0) * per
 
 
+def measure_raw(store: ListingVectorStore, seeds: list, seconds: float, meter: CpuMeter,
+                via_store: bool = False) -> dict:
+    """One round of a raw path: latency at 1 client, then QPS and CPU at 8."""
+    lat, _ = run_raw(store, seeds, seconds, 1, via_store=via_store)
+    (_, qps), cpu, mcpu = meter.run(lambda: run_raw(store, seeds, seconds, 8, via_store=via_store), seconds)
+    p50, p99 = percentiles(lat)
+    return {"p50_ms": p50, "p99_ms": p99, "qps_c8": qps, "cpu_ms_per_req": cpu, "milvus_cpu_ms_per_req": mcpu,
+            "errors": 0}
+
+
+def measure_http(base: str, pid: int, seeds: list, seconds: float, meter: CpuMeter, workdir: Path) -> dict:
+    """One round of an HTTP path under wrk: latency at 1 client, then QPS and the server's CPU at 8."""
+    p50, p99, _, errors = run_wrk(base, seeds, seconds, 1, workdir)
+    (_, _, qps, errors8), cpu, mcpu = meter.run(lambda: run_wrk(base, seeds, seconds, 8, workdir), seconds, pid)
+    return {"p50_ms": p50, "p99_ms": p99, "qps_c8": qps, "cpu_ms_per_req": cpu, "milvus_cpu_ms_per_req": mcpu,
+            "errors": errors + errors8}
+
+
 def bench_size(n: int, uri: str, index: dict, workdir: Path, seconds: float, label: str, kafka: str,
-               milvus_pid: int | None = None) -> list[dict]:
+               milvus_pid: int | None = None, rounds: int = 3) -> list[dict]:
     print(f"[{label}] {n} vectors", flush=True)
     seed_idx = np.random.default_rng(2).choice(n, N_SEEDS, replace=False)
     store = populate(uri, n, index, vectors_for)
@@ -264,47 +283,43 @@ def bench_size(n: int, uri: str, index: dict, workdir: Path, seconds: float, lab
     fs.push("item_metadata_push", [{"listing_id": lid, "shop_id": shop, "title": "t", "category": "c",
                                     "price": 1.0, "currency": "USD", "image_uri": "/x", "active": True,
                                     "updated_at": 1} for lid, _, shop in seeds])
+    meter = CpuMeter(milvus_pid)
+    raw = lambda: measure_raw(store, seeds, seconds, meter)  # noqa: E731
+    direct = lambda: measure_raw(store, seeds, seconds, meter, via_store=True)  # noqa: E731
+    samples: dict[str, list[dict]] = {"raw pymilvus": [], "raw store.search (direct RPC)": [], "GET /similar": [],
+                                      "floor: FastAPI + search only": []}
     api, base = start_api(uri, feast, index, workdir, kafka)
-    out = []
     try:
         run_raw(store, seeds, 2, 2)  # warm-up both paths
         run_wrk(base, seeds, 2, 2, workdir)
-        raw_lat, _ = run_raw(store, seeds, seconds, 1)
-        ap50, ap99, _, api_err = run_wrk(base, seeds, seconds, 1, workdir)
-        meter = CpuMeter(milvus_pid)
-        (_, raw_qps), raw_cpu, raw_mcpu = meter.run(lambda: run_raw(store, seeds, seconds, 8), seconds)
-        (_, _, api_qps, err2), api_cpu, api_mcpu = meter.run(lambda: run_wrk(base, seeds, seconds, 8, workdir),
-                                                             seconds, api.pid)
-        direct_lat, _ = run_raw(store, seeds, seconds, 1, via_store=True)
-        (_, direct_qps), direct_cpu, direct_mcpu = meter.run(
-            lambda: run_raw(store, seeds, seconds, 8, via_store=True), seconds)
+        for r in range(rounds):  # alternate the paths, so drift over the run hits them alike
+            print(f"  round {r + 1}/{rounds}", flush=True)
+            samples["raw pymilvus"].append(raw())
+            samples["GET /similar"].append(measure_http(base, api.pid, seeds, seconds, meter, workdir))
+            samples["raw store.search (direct RPC)"].append(direct())
         stop(api)
         floor, fbase = start_floor(uri, seeds, index, workdir, store.alias_target() or store.cfg.alias)
         try:
             run_wrk(fbase, seeds, 2, 2, workdir)
-            fp50, fp99, _, f_err = run_wrk(fbase, seeds, seconds, 1, workdir)
-            (_, _, floor_qps, f_err2), floor_cpu, floor_mcpu = meter.run(
-                lambda: run_wrk(fbase, seeds, seconds, 8, workdir), seconds, floor.pid)
+            for _ in range(rounds):
+                samples["floor: FastAPI + search only"].append(
+                    measure_http(fbase, floor.pid, seeds, seconds, meter, workdir))
         finally:
             stop(floor)
     finally:
         stop(api)
         store.drop_collection(store.alias_target() or f"listings_vbench{n}")
         store.close()
-    rp50, rp99 = percentiles(raw_lat)
-    out.append({"milvus": label, "vectors": n, "path": "raw pymilvus", "p50_ms": rp50, "p99_ms": rp99,
-                "qps_c8": raw_qps, "p50_ratio": 1.0, "qps_ratio": 1.0, "errors": 0,
-                "cpu_ms_per_req": raw_cpu, "milvus_cpu_ms_per_req": raw_mcpu})
-    dp50, dp99 = percentiles(direct_lat)
-    out.append({"milvus": label, "vectors": n, "path": "raw store.search (direct RPC)", "p50_ms": dp50, "p99_ms": dp99,
-                "qps_c8": direct_qps, "p50_ratio": dp50 / rp50, "qps_ratio": direct_qps / raw_qps, "errors": 0,
-                "cpu_ms_per_req": direct_cpu, "milvus_cpu_ms_per_req": direct_mcpu})
-    out.append({"milvus": label, "vectors": n, "path": "GET /similar", "p50_ms": ap50, "p99_ms": ap99,
-                "qps_c8": api_qps, "p50_ratio": ap50 / rp50, "qps_ratio": api_qps / raw_qps,
-                "errors": api_err + err2, "cpu_ms_per_req": api_cpu, "milvus_cpu_ms_per_req": api_mcpu})
-    out.append({"milvus": label, "vectors": n, "path": "floor: FastAPI + search only", "p50_ms": fp50,
-                "p99_ms": fp99, "qps_c8": floor_qps, "p50_ratio": fp50 / rp50, "qps_ratio": floor_qps / raw_qps,
-                "errors": f_err + f_err2, "cpu_ms_per_req": floor_cpu, "milvus_cpu_ms_per_req": floor_mcpu})
+    med = {path: {k: float(np.median([x[k] for x in xs])) for k in xs[0] if k != "errors"}
+           for path, xs in samples.items()}
+    ref = med["raw pymilvus"]
+    out = [{"milvus": label, "vectors": n, "path": path, "p50_ms": m["p50_ms"], "p99_ms": m["p99_ms"],
+            "qps_c8": m["qps_c8"], "p50_ratio": m["p50_ms"] / ref["p50_ms"], "qps_ratio": m["qps_c8"] / ref["qps_c8"],
+            "cpu_ms_per_req": m["cpu_ms_per_req"], "milvus_cpu_ms_per_req": m["milvus_cpu_ms_per_req"],
+            "errors": sum(x["errors"] for x in samples[path]), "rounds": rounds,
+            "qps_c8_rounds": [round(x["qps_c8"], 1) for x in samples[path]],
+            "p50_ms_rounds": [round(x["p50_ms"], 3) for x in samples[path]]}
+           for path, m in med.items()]
     for r in out:
         print(r, flush=True)
     return out
@@ -313,7 +328,8 @@ def bench_size(n: int, uri: str, index: dict, workdir: Path, seconds: float, lab
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="100000,1000000")
-    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--seconds", type=float, default=5.0, help="each measurement window")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of alternating paths; the medians are reported")
     p.add_argument("--milvus", choices=["server", "lite"], default="server")
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -333,7 +349,7 @@ def main() -> int:
         try:
             for n in sizes:
                 rows += bench_size(n, server.uri, index, work, args.seconds, label, broker.bootstrap_servers,
-                                   getattr(server, "pid", None))
+                                   getattr(server, "pid", None), args.rounds)
         finally:
             server.stop()
             broker.stop()
