@@ -238,34 +238,34 @@ class CpuMeter:
     def __init__(self, milvus_pid: int | None) -> None:
         self.milvus_pid = milvus_pid
 
-    def run(self, fn, seconds: float, server_pid: int | None = None):
-        """fn runs a load for `seconds` and returns (..., QPS) from run_raw or (p50, p99, QPS, errors)
-        from run_wrk -> (fn's result, path CPU ms/req, Milvus CPU ms/req)."""
+    def run(self, fn, server_pid: int | None = None):
+        """-> (fn's result, the path's CPU seconds, Milvus' CPU seconds) while fn ran."""
         own = (lambda: tree_cpu_s(server_pid)) if server_pid else time.process_time
         milvus = (lambda: tree_cpu_s(self.milvus_pid)) if self.milvus_pid else (lambda: 0.0)
         c0, m0 = own(), milvus()
         result = fn()
-        requests = result[-1 if server_pid is None else 2] * seconds
-        per = 1000 / max(requests, 1)
-        return result, (own() - c0) * per, (milvus() - m0) * per
+        return result, own() - c0, milvus() - m0
+
+
+def _round(p50: float, p99: float, qps: float, seconds: float, cpu_s: float, milvus_s: float, errors: int) -> dict:
+    per = 1000 / max(qps * seconds, 1)  # ms of CPU per request over the window
+    return {"p50_ms": p50, "p99_ms": p99, "qps_c8": qps, "cpu_ms_per_req": cpu_s * per,
+            "milvus_cpu_ms_per_req": milvus_s * per, "errors": errors}
 
 
 def measure_raw(store: ListingVectorStore, seeds: list, seconds: float, meter: CpuMeter,
                 via_store: bool = False) -> dict:
     """One round of a raw path: latency at 1 client, then QPS and CPU at 8."""
     lat, _ = run_raw(store, seeds, seconds, 1, via_store=via_store)
-    (_, qps), cpu, mcpu = meter.run(lambda: run_raw(store, seeds, seconds, 8, via_store=via_store), seconds)
-    p50, p99 = percentiles(lat)
-    return {"p50_ms": p50, "p99_ms": p99, "qps_c8": qps, "cpu_ms_per_req": cpu, "milvus_cpu_ms_per_req": mcpu,
-            "errors": 0}
+    (_, qps), cpu_s, milvus_s = meter.run(lambda: run_raw(store, seeds, seconds, 8, via_store=via_store))
+    return _round(*percentiles(lat), qps, seconds, cpu_s, milvus_s, 0)
 
 
 def measure_http(base: str, pid: int, seeds: list, seconds: float, meter: CpuMeter, workdir: Path) -> dict:
     """One round of an HTTP path under wrk: latency at 1 client, then QPS and the server's CPU at 8."""
     p50, p99, _, errors = run_wrk(base, seeds, seconds, 1, workdir)
-    (_, _, qps, errors8), cpu, mcpu = meter.run(lambda: run_wrk(base, seeds, seconds, 8, workdir), seconds, pid)
-    return {"p50_ms": p50, "p99_ms": p99, "qps_c8": qps, "cpu_ms_per_req": cpu, "milvus_cpu_ms_per_req": mcpu,
-            "errors": errors + errors8}
+    (_, _, qps, errors8), cpu_s, milvus_s = meter.run(lambda: run_wrk(base, seeds, seconds, 8, workdir), pid)
+    return _round(p50, p99, qps, seconds, cpu_s, milvus_s, errors + errors8)
 
 
 def bench_size(n: int, uri: str, index: dict, workdir: Path, seconds: float, label: str, kafka: str,
@@ -284,8 +284,6 @@ def bench_size(n: int, uri: str, index: dict, workdir: Path, seconds: float, lab
                                     "price": 1.0, "currency": "USD", "image_uri": "/x", "active": True,
                                     "updated_at": 1} for lid, _, shop in seeds])
     meter = CpuMeter(milvus_pid)
-    raw = lambda: measure_raw(store, seeds, seconds, meter)  # noqa: E731
-    direct = lambda: measure_raw(store, seeds, seconds, meter, via_store=True)  # noqa: E731
     samples: dict[str, list[dict]] = {"raw pymilvus": [], "raw store.search (direct RPC)": [], "GET /similar": [],
                                       "floor: FastAPI + search only": []}
     api, base = start_api(uri, feast, index, workdir, kafka)
@@ -294,9 +292,9 @@ def bench_size(n: int, uri: str, index: dict, workdir: Path, seconds: float, lab
         run_wrk(base, seeds, 2, 2, workdir)
         for r in range(rounds):  # alternate the paths, so drift over the run hits them alike
             print(f"  round {r + 1}/{rounds}", flush=True)
-            samples["raw pymilvus"].append(raw())
+            samples["raw pymilvus"].append(measure_raw(store, seeds, seconds, meter))
             samples["GET /similar"].append(measure_http(base, api.pid, seeds, seconds, meter, workdir))
-            samples["raw store.search (direct RPC)"].append(direct())
+            samples["raw store.search (direct RPC)"].append(measure_raw(store, seeds, seconds, meter, via_store=True))
         stop(api)
         floor, fbase = start_floor(uri, seeds, index, workdir, store.alias_target() or store.cfg.alias)
         try:

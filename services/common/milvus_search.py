@@ -60,8 +60,7 @@ def split_results(response: Any, make: Callable[..., Any] = lambda *row: row) ->
     res = response.results
     columns = _columns(res.fields_data)
     if columns is None:
-        return [[make(str(pk), float(score), hits.get_raw_item(i).get("entity", {}))
-                 for i, (pk, score) in enumerate(zip(hits.ids, hits.distances))]
+        return [hybrid_rows(hits, make)
                 for hits in SearchResult(res, -1, status=response.status, session_ts=response.session_ts)]
     ids = list(res.ids.str_id.data) or [str(i) for i in res.ids.int_id.data]
     scores = list(res.scores)
@@ -74,6 +73,14 @@ def split_results(response: Any, make: Callable[..., Any] = lambda *row: row) ->
         out.append([make(ids[start + i], scores[start + i], rows[i]) for i in range(n)])
         start += n
     return out
+
+
+def hybrid_rows(hits: Any, make: Callable[..., Any] = lambda *row: row) -> list:
+    """One query's results as pymilvus parses them (HybridHits, from milvus-lite and Milvus alike):
+    ids and scores are columns and the scalar output fields a fresh dict per hit, read directly
+    (`get_raw_item` does not materialise lazy vector fields, which these searches never ask for)."""
+    return [make(str(pk), float(score), hits.get_raw_item(i).get("entity", {}))
+            for i, (pk, score) in enumerate(zip(hits.ids, hits.distances))]
 
 
 def _columns(fields_data: Any) -> dict[str, list] | None:

@@ -20,7 +20,7 @@ from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from .events import ID_PATTERN
-from .milvus_search import DirectSearch
+from .milvus_search import DirectSearch, hybrid_rows
 from .settings import MilvusConfig
 
 log = logging.getLogger(__name__)
@@ -260,15 +260,8 @@ class ListingVectorStore:
             raise VectorStoreError(f"search failed: {exc}") from exc
         except grpc.RpcError as exc:
             raise VectorStoreError(f"search failed: {exc.code().name}: {exc.details()}") from exc
-        return [_hits(hits) for hits in res]
+        return [hybrid_rows(hits, Hit) for hits in res]
 
     def close(self) -> None:
         self._client.close()
 
-
-def _hits(hits: Any) -> list[Hit]:
-    """One query's results (pymilvus' HybridHits, from milvus-lite and Milvus alike) as `Hit`s: ids and
-    scores are columns and the scalar output fields a fresh dict per hit, read directly
-    (`get_raw_item` does not materialise lazy vector fields, which these searches never ask for)."""
-    return [Hit(str(pk), float(score), hits.get_raw_item(i).get("entity", {}))
-            for i, (pk, score) in enumerate(zip(hits.ids, hits.distances))]

@@ -2,8 +2,9 @@
 
 Every remote dependency call has a timeout, enforced by that dependency's own client (the Milvus
 client's deadline, Redis socket timeouts from `FeatureStoreConfig.timeout_s`; the SQLite online
-store is a local file), so a request runs on one thread with no hand-offs. When Milvus fails, the category-popular fallback
-answers (flagged); when there is nothing to fall back on, `DependencyDown` (the API's 503).
+store is a local file), so a request runs on one thread with no hand-offs. When Milvus fails, the
+category-popular fallback answers (flagged); when there is nothing to fall back on,
+`DependencyDown` (the API's 503).
 """
 
 from __future__ import annotations
