@@ -19,7 +19,7 @@ FROM base AS deps-services
 COPY requirements/main.lock /tmp/main.lock
 RUN python -m venv /opt/venv \
  && pip install --constraint /tmp/main.lock \
-        fastapi uvicorn uvloop httptools python-multipart orjson httpx kafka-python pymilvus \
+        fastapi uvicorn uvloop httptools python-multipart orjson httpx confluent-kafka pymilvus \
         "feast[redis]" redis pydantic pydantic-settings prometheus-client pyyaml numpy pillow kserve
 
 FROM base AS deps-platform

@@ -37,18 +37,19 @@ class KafkaConfig(BaseModel):
             raise ValueError("bootstrap_servers must be a comma-separated list of host:port")
         return ",".join(hosts)
 
-    def client_kwargs(self) -> dict[str, object]:
-        """Connection options understood by kafka-python's producer, consumer and admin."""
-        kw: dict[str, object] = {
-            "bootstrap_servers": self.bootstrap_servers.split(","),
-            "security_protocol": self.security_protocol,
-            "request_timeout_ms": self.request_timeout_ms,
+    def client_config(self) -> dict[str, object]:
+        """Connection properties in librdkafka's names, shared by producer, consumer and admin."""
+        conf: dict[str, object] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+            "socket.timeout.ms": self.request_timeout_ms,
         }
         if self.sasl_mechanism:
-            kw["sasl_mechanism"] = self.sasl_mechanism
-            kw["sasl_plain_username"] = self.sasl_username
-            kw["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
-        return kw
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username
+            conf["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        return conf
 
 
 class MilvusConfig(BaseModel):

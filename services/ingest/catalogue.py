@@ -84,11 +84,9 @@ def publish(cfg: KafkaConfig, events: list[ListingUpserted], topic: str = Topics
     from tqdm import tqdm
 
     with EventProducer(cfg, client_id="catalogue-loader") as producer:
-        futures = [producer.publish(topic, e) for e in tqdm(events, desc="publishing", unit="ev",
-                                                            disable=not progress)]
-        producer.flush()
-        for f in futures:
-            f.get(timeout=60)
+        for e in tqdm(events, desc="publishing", unit="ev", disable=not progress):
+            producer.publish(topic, e)
+        producer.flush()  # raises DeliveryError unless the broker acknowledged every record
     return len(events)
 
 

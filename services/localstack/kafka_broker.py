@@ -136,17 +136,16 @@ class KafkaBroker:
         return self
 
     def ready(self) -> bool:
-        from kafka import KafkaAdminClient  # local import: the module is usable without kafka-python
+        from services.common.kafka_client import list_topics
+        from services.common.settings import KafkaConfig
 
         if not port_open(self.port):
             return False  # not listening yet: skip the client (and its connection-refused noise)
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=3000,
-                                 client_id="adrec-readiness")
         try:
-            admin.list_topics()
+            list_topics(KafkaConfig(bootstrap_servers=self.bootstrap_servers, client_id="adrec-readiness"), 3.0)
             return True
-        finally:
-            admin.close()
+        except Exception:  # noqa: BLE001 - listening but not serving metadata yet
+            return False
 
     def stop(self) -> int | None:
         code = self._proc.stop(timeout=30)

@@ -35,8 +35,10 @@ def build_app(s: RecommenderSettings, *, log_impressions: bool = True) -> FastAP
     vectors = ListingVectorStore(s.milvus.model_copy(update={"timeout_s": cfg.milvus_timeout_s}))
     similar = SimilarListings(features, vectors, cfg)
     embedder = EmbedderClient(s.embedder_client.model_copy(update={"timeout_s": cfg.embedder_timeout_s}))
-    impressions = ImpressionLogger(lambda: EventProducer(s.kafka, client_id="adrec-recommender", linger_ms=50), metrics,
-                                   maxsize=cfg.impression_queue) if log_impressions else None
+    def impression_producer() -> EventProducer:  # never waits: a full queue drops (and counts) impressions
+        return EventProducer(s.kafka, client_id="adrec-recommender", linger_ms=50, max_block_s=0)
+
+    impressions = ImpressionLogger(impression_producer, metrics, maxsize=cfg.impression_queue) if log_impressions else None
     fetcher = ImageFetcher(allowed_roots=cfg.image_roots, allow_private=cfg.allow_private_image_hosts)
 
     def ready() -> tuple[bool, dict]:

@@ -139,11 +139,10 @@ class ClickService:
             return self._producer
 
     def publish(self, event: Click) -> None:
-        self.producer().publish(self.topic, event).get(timeout=self.publish_timeout_s)
+        self.producer().publish(self.topic, event).result(timeout=self.publish_timeout_s)
 
     def close(self) -> None:
         if self._producer is not None:
-            self._producer.flush(self.publish_timeout_s)
             self._producer.close(self.publish_timeout_s)
             self._producer = None
 

@@ -71,9 +71,9 @@ class ImpressionLogger:
                 ev = Impression(**ev)
             if self._producer is None:
                 self._producer = self._factory()
-            fut = self._producer.publish(self.topic, ev)
-            fut.add_callback(lambda _meta: self.logged.labels(outcome="sent").inc())
-            fut.add_errback(lambda _exc: self.logged.labels(outcome="failed").inc())
+            self._producer.publish(self.topic, ev).add_done_callback(self._delivered)
+        except BufferError:  # librdkafka's queue is full (broker down or slow): drop this one
+            self.logged.labels(outcome="dropped_queue_full").inc()
         except Exception as exc:  # noqa: BLE001 - never propagate to requests
             self.logged.labels(outcome="failed").inc()
             log.warning("impression not logged, pausing %.0fs: %s", self.retry_after_s, exc)
@@ -81,9 +81,11 @@ class ImpressionLogger:
             return time.monotonic() + self.retry_after_s
         return down_until
 
+    def _delivered(self, fut) -> None:
+        self.logged.labels(outcome="failed" if fut.exception() else "sent").inc()
+
     def close(self, timeout_s: float = 10.0) -> None:
         self._queue.put(None)
         self._thread.join(timeout=timeout_s)
         if self._producer is not None:
-            self._producer.flush(timeout_s)
             self._producer.close(timeout_s)

@@ -115,7 +115,7 @@ def consume_until(consumer: EventConsumer, match: Callable[[Any], bool], timeout
 
 def publish_event(cfg: KafkaConfig, event: Any) -> None:
     with EventProducer(cfg) as producer:
-        producer.publish(Topics.LISTINGS, event).get(timeout=30)
+        producer.publish(Topics.LISTINGS, event).result(timeout=30)
 
 
 # -- the tests ----------------------------------------------------------------------------------
@@ -237,8 +237,8 @@ def test_bad_listing_events_reach_the_dead_letter_topic_with_a_reason(platform: 
                                                 "image_uri": str(Path(real.image_uri).with_name("no-such.jpg"))})
         with EventProducer(platform.kafka) as producer:
             for raw in (not_json, no_title):
-                producer.publish_raw(Topics.LISTINGS, raw, key=b"e2e-bad").get(timeout=30)
-            producer.publish(Topics.LISTINGS, missing_image).get(timeout=30)
+                producer.publish_raw(Topics.LISTINGS, raw, key=b"e2e-bad").result(timeout=30)
+            producer.publish(Topics.LISTINGS, missing_image).result(timeout=30)
 
         letters: dict[str, DeadLetter] = {}
 

@@ -8,17 +8,19 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from kafka import TopicPartition
 
 from services.common.events import ListingUpserted, Topics, parse_event
 from services.common.kafka_client import (
     DeadLetterPublisher,
+    DeliveryError,
     EventConsumer,
     EventProducer,
+    TopicPartition,
     ensure_topics,
 )
 from services.common.settings import KafkaConfig
 from services.localstack.kafka_broker import KafkaBroker
+from services.localstack.ports import free_port
 
 pytestmark = pytest.mark.kafka
 
@@ -52,7 +54,7 @@ def test_thousand_events_survive_a_broker_restart(tmp_path: Path) -> None:
         producer = EventProducer(cfg)
         consumer = EventConsumer(cfg, [topic], group_id="restart-group")
         for f in [producer.publish(topic, listing(i)) for i in range(500)]:
-            f.get(timeout=30)
+            f.result(timeout=30)
 
         seen: dict[str, int] = {}
         drain(consumer, seen, until=200, timeout_s=60)
@@ -65,7 +67,7 @@ def test_thousand_events_survive_a_broker_restart(tmp_path: Path) -> None:
         futures = [producer.publish(topic, listing(i)) for i in range(500, 1000)]
         producer.flush()
         for f in futures:
-            f.get(timeout=60)
+            f.result(timeout=60)
 
         drain(consumer, seen, until=1000, timeout_s=120)
         assert set(seen) == {f"l-{i}" for i in range(1000)}, f"lost {1000 - len(seen)} events"
@@ -125,3 +127,48 @@ def test_invalid_messages_come_back_with_a_reason_and_go_to_the_dlq(
     assert all(b["reason"] for b in bodies)
     # the valid events around the bad ones still decode to the same objects
     assert parse_event(got[4].value).id == "l-2"
+
+
+def test_a_rejected_record_fails_its_future_and_the_next_flush(kafka_config: KafkaConfig, unique: str) -> None:
+    topic = f"listings-{unique}"
+    ensure_topics(kafka_config, [topic], partitions=1)
+    with EventProducer(kafka_config, delivery_timeout_ms=1500) as producer:
+        ok = producer.publish(topic, listing(1))
+        lost = producer.publish(f"no-such-topic-{unique}", listing(2))  # the broker does not auto-create
+        with pytest.raises(DeliveryError, match="1 record"):
+            producer.flush(30)
+        assert ok.result(timeout=1)[0] == topic
+        with pytest.raises(DeliveryError, match=f"no-such-topic-{unique}"):
+            lost.result(timeout=1)
+        producer.publish(topic, listing(3))
+        producer.flush(30)  # the failure was reported once; later flushes start clean
+
+
+def test_a_full_queue_raises_at_once_when_the_producer_must_not_wait() -> None:
+    cfg = KafkaConfig(bootstrap_servers=f"127.0.0.1:{free_port()}")  # nothing listens there
+    producer = EventProducer(cfg, max_queued=3, max_block_s=0, delivery_timeout_ms=1000)
+    futures = [producer.publish("t", listing(i)) for i in range(3)]
+    with pytest.raises(BufferError):
+        producer.publish("t", listing(3))
+    producer.close(timeout_s=5)  # gives up on the unreachable broker without raising
+    assert all(isinstance(f.exception(timeout=5), DeliveryError) for f in futures)
+
+
+def test_poll_returns_what_is_there_without_waiting_for_a_full_batch(kafka_config: KafkaConfig, unique: str) -> None:
+    topic = f"listings-{unique}"
+    ensure_topics(kafka_config, [topic], partitions=1)
+    with EventProducer(kafka_config) as producer:
+        for i in range(3):
+            producer.publish(topic, listing(i))
+        producer.flush(30)
+    with EventConsumer(kafka_config, [topic], group_id=f"g-{unique}") as consumer:
+        got: list = []
+        deadline = time.monotonic() + 60
+        while len(got) < 3 and time.monotonic() < deadline:
+            start = time.monotonic()
+            got += consumer.poll(timeout_s=30, max_records=500)
+            assert time.monotonic() - start < 20  # not the full timeout: 3 records are enough
+        assert [m.event.id for m in got] == ["l-0", "l-1", "l-2"]
+        assert consumer.lag() == 3  # consumed but not committed
+        consumer.commit(got)
+        assert consumer.lag() == 0

@@ -21,7 +21,7 @@ def test_env_overrides_nested_fields(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ADREC_BATCH_SIZE", "8")
     s = DemoSettings()
     assert s.kafka.bootstrap_servers == "k1:9092,k2:9092"
-    assert s.kafka.client_kwargs()["bootstrap_servers"] == ["k1:9092", "k2:9092"]
+    assert s.kafka.client_config()["bootstrap.servers"] == "k1:9092,k2:9092"
     assert (s.milvus.uri, s.milvus.dim, s.batch_size) == ("http://milvus:19530", 128, 8)
 
 
@@ -41,6 +41,8 @@ def test_invalid_env_is_rejected(monkeypatch: pytest.MonkeyPatch, name: str, val
 def test_sasl_and_redis_connection_strings() -> None:
     k = KafkaConfig(bootstrap_servers="b:9093", security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
                     sasl_username="u", sasl_password="s3cr3t-pw")
-    kw = k.client_kwargs()
-    assert kw["sasl_plain_password"] == "s3cr3t-pw" and "s3cr3t-pw" not in repr(k)  # secrets are not printed
+    conf = k.client_config()
+    assert (conf["sasl.mechanism"], conf["sasl.username"], conf["sasl.password"]) == ("PLAIN", "u", "s3cr3t-pw")
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert "s3cr3t-pw" not in repr(k)  # secrets are not printed
     assert RedisConfig(host="r", port=6380, db=2, password="x").connection_string == "r:6380,db=2,password=x"

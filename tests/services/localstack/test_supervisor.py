@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient
 from pymilvus import MilvusClient
 
 from services.common.events import Topics
+from services.common.kafka_client import list_topics
+from services.common.settings import KafkaConfig
 from tests.helpers.procs import alive, processes_mentioning, read_until, rest_of_output
 
 pytestmark = pytest.mark.kafka
@@ -34,9 +35,7 @@ def test_up_reports_endpoints_and_ctrl_c_leaves_no_process(tmp_path: Path) -> No
     try:
         out = read_until(proc, "Ctrl-C to stop.", timeout_s=180)
         env = dict(line.split("export ", 1)[1].split("=", 1) for line in out.splitlines() if "export " in line)
-        admin = KafkaAdminClient(bootstrap_servers=env["ADREC_KAFKA__BOOTSTRAP_SERVERS"])
-        assert set(Topics.all()) <= set(admin.list_topics())
-        admin.close()
+        assert set(Topics.all()) <= list_topics(KafkaConfig(bootstrap_servers=env["ADREC_KAFKA__BOOTSTRAP_SERVERS"]))
         client = MilvusClient(uri=env["ADREC_MILVUS__URI"])
         assert client.list_collections() == []
         client.close()
