@@ -272,15 +272,23 @@ class EventConsumer:
         return {TopicPartition(r.topic, r.partition): (r.offset if r.offset >= 0 else None) for r in got}
 
     def end_offsets(self, tps: Iterable[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:
+        """The partitions' current end offsets, asked of the broker (a round trip each)."""
         return {TopicPartition(t, p): self._consumer.get_watermark_offsets(ck.TopicPartition(t, p), timeout=timeout_s)[1]
                 for t, p in tps}
 
     def lag(self) -> int:
-        """Messages in the assigned partitions not yet committed by this group."""
+        """Messages in the assigned partitions not yet committed by this group. End offsets come
+        from the high watermarks of the last fetch responses (no request); only a partition not
+        fetched yet is asked for, as such a request waits behind the connection's long-poll fetch
+        (up to half a second), which a processing loop that reports lag should not pay."""
         tps = self.assignment()
         if not tps:
             return 0
-        ends, done = self.end_offsets(tps), self.committed_many(tps)
+        ends: dict[TopicPartition, int] = {}
+        for tp in tps:
+            high = self._consumer.get_watermark_offsets(ck.TopicPartition(*tp), cached=True)[1]
+            ends[tp] = high if high >= 0 else self.end_offsets([tp])[tp]
+        done = self.committed_many(tps)
         return sum(max(0, ends[tp] - (done[tp] or 0)) for tp in tps)
 
     def close(self) -> None:
