@@ -44,8 +44,8 @@ class DeliveryError(RuntimeError):
     """Records were not acknowledged by the broker (rejected, timed out, or still queued)."""
 
 
-def _admin(cfg: KafkaConfig, suffix: str, timeout_ms: int | None = None) -> AdminClient:
-    conf = {**cfg.client_config(), "client.id": f"{cfg.client_id}-{suffix}", "logger": _rdlog}
+def _admin(cfg: KafkaConfig, timeout_ms: int | None = None) -> AdminClient:
+    conf = {**cfg.client_config(), "client.id": f"{cfg.client_id}-admin", "logger": _rdlog}
     if timeout_ms is not None:
         conf["socket.timeout.ms"] = timeout_ms
     return AdminClient(conf)
@@ -54,7 +54,7 @@ def _admin(cfg: KafkaConfig, suffix: str, timeout_ms: int | None = None) -> Admi
 def list_topics(cfg: KafkaConfig, timeout_s: float = 10.0) -> set[str]:
     """Topic names in the cluster (internal ones excluded); raises `ck.KafkaException` if the
     cluster does not answer within `timeout_s`."""
-    md = _admin(cfg, "admin", int(max(timeout_s, 1.0) * 1000)).list_topics(timeout=timeout_s)
+    md = _admin(cfg, int(max(timeout_s, 1.0) * 1000)).list_topics(timeout=timeout_s)
     return {t for t in md.topics if not t.startswith("__")}
 
 
@@ -62,7 +62,7 @@ def ensure_topics(cfg: KafkaConfig, topics: Iterable[str], partitions: int | Non
                   timeout_s: float = 30.0) -> list[str]:
     """Create the topics that do not exist yet and wait until they have leaders; returns the
     ones created."""
-    admin = _admin(cfg, "admin")
+    admin = _admin(cfg)
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     wanted = [t for t in dict.fromkeys(topics) if t not in existing]
     if not wanted:

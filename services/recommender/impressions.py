@@ -63,22 +63,25 @@ class ImpressionLogger:
             time.sleep(self.coalesce_s)
 
     def _send(self, ev: Impression | dict, down_until: float) -> float:
-        if time.monotonic() < down_until:  # Kafka unreachable: drop (counted) instead of piling up
+        if time.monotonic() < down_until:  # no producer could be made: drop (counted) until the retry
             self.logged.labels(outcome="dropped_kafka_down").inc()
             return down_until
-        try:
+        if self._producer is None:
+            try:
+                self._producer = self._factory()
+            except Exception as exc:  # noqa: BLE001 - never propagate to requests
+                self.logged.labels(outcome="failed").inc()
+                log.warning("impression producer not made, pausing %.0fs: %s", self.retry_after_s, exc)
+                return time.monotonic() + self.retry_after_s
+        try:  # a made producer stays: librdkafka reconnects by itself, and its queue bounds an outage
             if isinstance(ev, dict):
                 ev = Impression(**ev)
-            if self._producer is None:
-                self._producer = self._factory()
             self._producer.publish(self.topic, ev).add_done_callback(self._delivered)
         except BufferError:  # librdkafka's queue is full (broker down or slow): drop this one
             self.logged.labels(outcome="dropped_queue_full").inc()
-        except Exception as exc:  # noqa: BLE001 - never propagate to requests
+        except Exception as exc:  # noqa: BLE001 - e.g. an invalid event: this one only
             self.logged.labels(outcome="failed").inc()
-            log.warning("impression not logged, pausing %.0fs: %s", self.retry_after_s, exc)
-            self._producer = None
-            return time.monotonic() + self.retry_after_s
+            log.warning("impression not logged: %s", exc)
         return down_until
 
     def _delivered(self, fut) -> None:
