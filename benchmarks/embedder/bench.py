@@ -10,7 +10,13 @@ call than the server does, which would measure the client. The raw baseline runs
 file with the same session options directly at batch 1, 8 and 32, measured right before each
 server repetition (alternating, median of --reps) so both see the same machine load. Extra rows
 at 32 clients: encoded JPEGs over gRPC (the server decodes), kserve's own Python gRPC client
-(its client-side CPU included), and the REST v2 binary extension (Python client).
+(its client-side CPU included), and the REST v2 binary extension (Python client); and 4 clients
+sending 8 images per request (the same 32 images in flight, an eighth of the requests).
+
+CPU per image of the server's process tree and of the load generator is measured for the grpcload
+rows. A floor (floor_server.py: a bare grpc.aio server with a canned answer) under the same 32
+clients gives the CPU any Python gRPC server and the generator spend per request, hence the
+ceiling of server/raw on this machine at one image per request.
 
     python -m benchmarks.embedder.bench [--model-dir DIR] [--seconds 8] [--out out/bench/embedder]
 """
@@ -39,6 +45,7 @@ from services.localstack.ports import free_port  # noqa: E402
 from services.localstack.process import ManagedProcess  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
+BATCHED = 8  # images per request in the batched row (4 clients: the same 32 images in flight)
 
 
 # -- the model -----------------------------------------------------------------------------
@@ -78,8 +85,10 @@ def real_inputs(spec, n: int = 64) -> tuple[np.ndarray, list[bytes]]:
     return np.stack([preprocess_bytes(b, spec) for b in jpegs]), jpegs
 
 
-def write_requests(path: Path, model: str, x: np.ndarray | None = None, jpegs: list[bytes] | None = None) -> Path:
-    """Length-prefixed serialized ModelInferRequests (one image each) for grpcload."""
+def write_requests(path: Path, model: str, x: np.ndarray | None = None, jpegs: list[bytes] | None = None,
+                   per_request: int = 1) -> Path:
+    """Length-prefixed serialized ModelInferRequests for grpcload: one image each, or `per_request`
+    preprocessed images each (FP32 only)."""
     import struct
 
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
@@ -88,8 +97,9 @@ def write_requests(path: Path, model: str, x: np.ndarray | None = None, jpegs: l
         for i in range(len(x) if x is not None else len(jpegs)):
             r = pb.ModelInferRequest(model_name=model)
             if x is not None:
-                r.inputs.add(name="images", datatype="FP32", shape=[1, *x.shape[1:]])
-                r.raw_input_contents.append(np.ascontiguousarray(x[i][None], dtype="<f4").tobytes())
+                rows = np.take(x, range(i, i + per_request), axis=0, mode="wrap")
+                r.inputs.add(name="images", datatype="FP32", shape=[per_request, *x.shape[1:]])
+                r.raw_input_contents.append(np.ascontiguousarray(rows, dtype="<f4").tobytes())
             else:  # the v2 BYTES tensor layout: 4-byte little-endian length, then the bytes
                 r.inputs.add(name="image_bytes", datatype="BYTES", shape=[1])
                 r.raw_input_contents.append(struct.pack("<I", len(jpegs[i])) + jpegs[i])
@@ -103,15 +113,34 @@ def grpcload() -> Path:
     return REPO / ".cache" / "bin" / "grpcload"
 
 
-def bench_grpcload(binary: Path, url: str, data: Path, clients: int, seconds: float) -> dict:
+def _children_cpu_s() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def bench_grpcload(binary: Path, url: str, data: Path, clients: int, seconds: float, *,
+                   server_pid: int | None = None, per_request: int = 1) -> dict:
+    """One closed-loop run; with `server_pid`, also the CPU per image of the server's process tree
+    and of the load generator (both over the whole run, warm-up included)."""
+    from benchmarks.cpu import tree_cpu_s
+
+    gen0, srv0 = _children_cpu_s(), tree_cpu_s(server_pid) if server_pid else 0.0
     out = subprocess.run([str(binary), "-addr", url, "-data", str(data), "-concurrency", str(clients),
                           "-connections", str(min(clients, 4)), "-duration", f"{seconds}s", "-warmup", "1s"],
                          check=True, capture_output=True, text=True, timeout=seconds + 120)
+    srv1, gen1 = tree_cpu_s(server_pid) if server_pid else 0.0, _children_cpu_s()
     r = json.loads(out.stdout)
     if r["errors"]:
         raise RuntimeError(f"grpcload: {r['errors']} errors, first: {r.get('first_error')}")
-    return {"clients": clients, "images_per_s": r["requests_per_s"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
-            "requests": r["requests"], "errors": r["errors"]}
+    res = {"clients": clients, "images_per_request": per_request, "images_per_s": r["requests_per_s"] * per_request,
+           "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "requests": r["requests"], "errors": r["errors"]}
+    images = r["completed"] * per_request
+    if server_pid and images:
+        res["server_cpu_ms_per_image"] = (srv1 - srv0) * 1e3 / images
+        res["loadgen_cpu_ms_per_image"] = (gen1 - gen0) * 1e3 / images
+    return res
 
 
 def pct(values: list[float], q: float) -> float:
@@ -142,11 +171,18 @@ def bench_raw(session, x: np.ndarray, batch: int, seconds: float, parallel: int 
             lat.extend(mine)
 
     threads = [threading.Thread(target=loop) for _ in range(parallel)]
+    cpu0 = _own_cpu_s()
     [t.start() for t in threads]
     [t.join() for t in threads]
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, _own_cpu_s() - cpu0
     return {"batch": batch, "parallel": parallel, "images_per_s": len(lat) * batch / elapsed,
-            "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3, "forwards": len(lat)}
+            "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3, "forwards": len(lat),
+            "cpu_ms_per_image": cpu * 1e3 / max(1, len(lat) * batch)}
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 # -- the server ------------------------------------------------------------------------------
@@ -254,20 +290,73 @@ def median_run(runs: list[dict]) -> dict:
 
 # -- report --------------------------------------------------------------------------------
 
+def _accepts(port: int) -> bool:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+def bench_floor(load: Path, data: Path, dim: int, log_dir: Path, seconds: float, reps: int, r32: dict) -> dict:
+    """The bare grpc.aio server (floor_server.py) under the 32-client row's load: the CPU any Python
+    gRPC server and the load generator spend per request, hence the ceiling of server/raw here."""
+    port = free_port()
+    floor = ManagedProcess("embedder-floor", [sys.executable, "-m", "benchmarks.embedder.floor_server",
+                                              "--port", str(port), "--dim", str(dim)],
+                           cwd=REPO, log_path=log_dir / "floor.log")
+    floor.start()
+    try:
+        floor.wait_ready(lambda: _accepts(port), timeout=60, interval=0.2)
+        runs = [bench_grpcload(load, f"127.0.0.1:{port}", data, 32, seconds, server_pid=floor.pid)
+                for _ in range(reps)]
+    finally:
+        floor.stop()
+    raw = max((r32["raw"], r32["raw_at_mean_batch"]), key=lambda r: r["images_per_s"])  # the ratio's reference
+    srv = float(np.median([r["server_cpu_ms_per_image"] for r in runs]))
+    gen = float(np.median([r["loadgen_cpu_ms_per_image"] for r in runs]))
+    raw_cpu = raw["cpu_ms_per_image"]
+    return {"server": "benchmarks/embedder/floor_server.py",
+            "clients": 32, "requests_per_s": [round(r["images_per_s"], 1) for r in runs],
+            "server_cpu_ms_per_request": srv, "loadgen_cpu_ms_per_request": gen,
+            "raw_reference": {"batch": raw["batch"], "parallel": raw["parallel"],
+                              "images_per_s": raw["images_per_s"]},
+            "raw_cpu_ms_per_image": raw_cpu, "ceiling": raw_cpu / (raw_cpu + srv + gen)}
+
+
+def floor_md(floor: dict, r32: dict) -> str:
+    srv, gen = r32.get("server_cpu_ms_per_image"), r32.get("loadgen_cpu_ms_per_image")
+    raw = floor["raw_cpu_ms_per_image"]
+    text = (f"**Ceiling on this machine.** A bare `grpc.aio` server (`{floor['server']}`: a canned answer, the "
+            f"request never parsed, no model) under the same 32 clients "
+            f"and requests spends {floor['server_cpu_ms_per_request']:.3f} ms CPU per request, the load generator "
+            f"{floor['loadgen_cpu_ms_per_request']:.3f} ms; raw ORT spends {raw:.3f} ms CPU per image "
+            f"(b={floor['raw_reference']['batch']} x {floor['raw_reference']['parallel']}). At one image per request "
+            f"and every core busy, no Python gRPC server here can exceed {raw:.3f} / ({raw:.3f} + "
+            f"{floor['server_cpu_ms_per_request']:.3f} + {floor['loadgen_cpu_ms_per_request']:.3f}) = "
+            f"**{floor['ceiling']:.2f}x** raw, even with a forward pass as cheap as raw's and no work of its own.")
+    if srv is not None:
+        text += (f" The embedder at 32 clients: {srv:.3f} ms CPU per image (forward passes included) + "
+                 f"{gen:.3f} ms in the load generator, which predicts {raw / (srv + gen):.2f}x.")
+    return text
+
+
 def table(result: dict) -> str:
     lines = ["| clients | transport | server img/s | p50 ms | p99 ms | mean batch | raw ORT batch x at once | raw img/s | "
-             "raw p50 ms (per forward) | raw img/s at the mean batch | server / raw (the higher raw) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "raw p50 ms (per forward) | raw img/s at the mean batch | server / raw (the higher raw) | "
+             "server CPU ms/img | load gen CPU ms/img |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         raw = r.get("raw") or {}
         ratio = f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-"
+        cpu = (f" {r['server_cpu_ms_per_image']:.3f} | {r['loadgen_cpu_ms_per_image']:.3f} |"
+               if "server_cpu_ms_per_image" in r else " - | - |")
         lines.append(f"| {r['clients']} | {r['transport']} | {r['images_per_s']:.1f} | {r['p50_ms']:.1f} | "
                      f"{r['p99_ms']:.1f} | {r['mean_batch']:.1f} | {raw.get('batch', '-')} x {raw.get('parallel', 1)} | "
                      f"{raw['images_per_s']:.1f} | {raw['p50_ms']:.1f} | "
-                     f"{r['raw_at_mean_batch']['images_per_s']:.1f} (b={r['raw_at_mean_batch']['batch']} x {r['raw_at_mean_batch']['parallel']}) | {ratio} |"
+                     f"{r['raw_at_mean_batch']['images_per_s']:.1f} (b={r['raw_at_mean_batch']['batch']} x {r['raw_at_mean_batch']['parallel']}) | {ratio} |{cpu}"
                      if raw else
                      f"| {r['clients']} | {r['transport']} | {r['images_per_s']:.1f} | {r['p50_ms']:.1f} | "
-                     f"{r['p99_ms']:.1f} | {r['mean_batch']:.1f} | - | - | - | - | - |")
+                     f"{r['p99_ms']:.1f} | {r['mean_batch']:.1f} | - | - | - | - | - |{cpu}")
     return "\n".join(lines)
 
 
@@ -321,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     load = grpcload()
     fp32_file = write_requests(args.out / "requests-fp32.bin", bundle.name, x=x)
     jpeg_file = write_requests(args.out / "requests-jpeg.bin", bundle.name, jpegs=jpegs)
+    batched_file = write_requests(args.out / f"requests-fp32x{BATCHED}.bin", bundle.name, x=x, per_request=BATCHED)
     proc, http, grpc_port = start_server(model_dir, args.out, args.threads, args.max_batch, args.max_wait_ms,
                                          args.concurrent_batches)
     grpc_url, base_url = f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http}"
@@ -330,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         # once (P = --concurrent-batches) of clients / that many images each
         plan = [(c, "grpc-fp32", min(c // min(c, par), args.max_batch)) for c in CONCURRENCY]
         if not args.no_extra:
-            plan += [(32, "grpc-jpeg", None), (32, "grpc-fp32 kserve-python-client", None),
+            plan += [(32, "grpc-jpeg", None), (32 // BATCHED, f"grpc-fp32 {BATCHED} images/request", None),
+                     (32, "grpc-fp32 kserve-python-client", None),
                      (32, "rest-v2-binary-fp32 kserve-python-client", None)]
         for clients, transport, raw_batch in plan:
             raw_par = min(clients, par)
@@ -345,9 +436,12 @@ def main(argv: list[str] | None = None) -> int:
                         core_raws.append(bench_raw(session, x, raw_batch * raw_par // core_par, args.seconds / 2,
                                                    core_par))
                 if transport == "grpc-fp32":
-                    runs.append(bench_grpcload(load, grpc_url, fp32_file, clients, args.seconds))
+                    runs.append(bench_grpcload(load, grpc_url, fp32_file, clients, args.seconds, server_pid=proc.pid))
+                elif transport.endswith("images/request"):
+                    runs.append(bench_grpcload(load, grpc_url, batched_file, clients, args.seconds,
+                                               server_pid=proc.pid, per_request=BATCHED))
                 elif transport == "grpc-jpeg":
-                    runs.append(bench_grpcload(load, grpc_url, jpeg_file, clients, args.seconds))
+                    runs.append(bench_grpcload(load, grpc_url, jpeg_file, clients, args.seconds, server_pid=proc.pid))
                 elif transport.startswith("grpc-fp32"):
                     runs.append(asyncio.run(bench_grpc_tensor(grpc_url, bundle.name, x, clients, args.seconds)))
                 else:
@@ -373,6 +467,18 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
     finally:
         proc.stop()
+    r32 = next(r for r in rows if r["clients"] == 32 and r["transport"] == "grpc-fp32")
+    floor = bench_floor(load, fp32_file, bundle.embedding_dim, args.out, args.seconds, args.reps, r32)
+    print(f"  floor (bare grpc.aio, no model): server {floor['server_cpu_ms_per_request']:.3f} + load generator "
+          f"{floor['loadgen_cpu_ms_per_request']:.3f} ms CPU/request; raw ORT {floor['raw_cpu_ms_per_image']:.3f} "
+          f"ms/image -> ceiling {floor['ceiling']:.2f}x", flush=True)
+    ref = max(r32["images_per_s"] / r32["ratio"], 1e-9)  # the 32-client row's raw reference, images/s
+    for r in rows:
+        if r["transport"].endswith("images/request"):  # the same images in flight as 32 clients, fewer requests
+            r["ratio_vs_32_client_raw"] = r["images_per_s"] / ref
+    for r in rows:  # images/s the CPU per image predicts (noise-robust cross-check of the measured ratio)
+        if "server_cpu_ms_per_image" in r:
+            r["cpu_ratio"] = floor["raw_cpu_ms_per_image"] / (r["server_cpu_ms_per_image"] + r["loadgen_cpu_ms_per_image"])
 
     result = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -388,10 +494,10 @@ def main(argv: list[str] | None = None) -> int:
                   "mean batch, whichever is faster)",
         "clients": "benchmarks/grpcload (Go) for grpc-fp32 and grpc-jpeg; kserve's Python clients where the row says",
         "rows": rows,
+        "floor": floor,
         "raw_sweep": sweep,
         "raw_sweep_other_layout": {"threads": other[0], "parallel": other[1], "rows": other_sweep},
     }
-    r32 = next(r for r in rows if r["clients"] == 32 and r["transport"] == "grpc-fp32")
     result["target_met"] = bool(r32["ratio"] >= 0.9)
     md = (f"# Embedder benchmark ({result['created_at']})\n\nModel `{bundle.name}` {bundle.version}, input "
           f"{list(bundle.input_shape)}, dim {bundle.embedding_dim}; {os.cpu_count()} CPUs; server max batch "
@@ -404,6 +510,11 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{r['batch']}: {r['images_per_s']:.0f} img/s" for r in sweep)
           + f"; the other layout ({other[0]} thread(s) x {other[1]} at once): "
           + ", ".join(f"{r['batch']}: {r['images_per_s']:.0f} img/s" for r in other_sweep)
+          + "\n\n" + floor_md(floor, r32)
+          + "".join(f" With {r['images_per_request']} images per request ({r['clients']} clients, the same "
+                    f"{r['clients'] * r['images_per_request']} images in flight) the per-request cost is shared: "
+                    f"{r['images_per_s']:.0f} img/s, {r['ratio_vs_32_client_raw']:.2f}x the 32-client raw reference."
+                    for r in rows if "ratio_vs_32_client_raw" in r)
           + "\n\nTarget (>= 0.9x raw at 32 clients): "
           f"{'met' if result['target_met'] else 'NOT met'} ({r32['ratio']:.2f}x).\n")
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -74,6 +74,7 @@ type result struct {
 	Connections int     `json:"connections"`
 	Seconds     float64 `json:"seconds"`
 	Requests    int     `json:"requests"`
+	Completed   int     `json:"completed"` // answered calls over the whole run, warm-up and tail included
 	Errors      int     `json:"errors"`
 	FirstError  string  `json:"first_error,omitempty"`
 	RPS         float64 `json:"requests_per_s"`
@@ -124,7 +125,7 @@ func main() {
 	stop := start.Add(*duration)
 	var mu sync.Mutex
 	var lat []time.Duration
-	errs, firstErr := 0, ""
+	errs, firstErr, completed := 0, "", 0
 	var wg sync.WaitGroup
 	for w := 0; w < *concurrency; w++ {
 		wg.Add(1)
@@ -132,7 +133,7 @@ func main() {
 			defer wg.Done()
 			conn := conns[w%len(conns)]
 			var mine []time.Duration
-			myErrs, myFirst := 0, ""
+			myErrs, myFirst, myDone := 0, "", 0
 			var reply []byte
 			for k := 0; ; k++ {
 				t := time.Now()
@@ -151,6 +152,7 @@ func main() {
 					}
 					continue
 				}
+				myDone++
 				if !t.Before(start) && !done.After(stop) {
 					mine = append(mine, done.Sub(t))
 				}
@@ -158,6 +160,7 @@ func main() {
 			mu.Lock()
 			lat = append(lat, mine...)
 			errs += myErrs
+			completed += myDone
 			if firstErr == "" {
 				firstErr = myFirst
 			}
@@ -167,7 +170,7 @@ func main() {
 	wg.Wait()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	res := result{Concurrency: *concurrency, Connections: *connections, Seconds: duration.Seconds(),
-		Requests: len(lat), Errors: errs, FirstError: firstErr, RPS: float64(len(lat)) / duration.Seconds(),
+		Requests: len(lat), Completed: completed, Errors: errs, FirstError: firstErr, RPS: float64(len(lat)) / duration.Seconds(),
 		P50ms: pct(lat, 0.50), P90ms: pct(lat, 0.90), P99ms: pct(lat, 0.99)}
 	if len(lat) > 0 {
 		res.MaxMs = float64(lat[len(lat)-1].Microseconds()) / 1000

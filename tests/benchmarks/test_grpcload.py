@@ -76,6 +76,7 @@ def test_sends_the_messages_unchanged_and_reports_latency(grpcload, server, tmp_
     assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
     assert set(rec.seen) == set(msgs)  # every message, byte for byte, and nothing else
     assert len(rec.seen) >= r["requests"]  # warm-up calls are sent but not measured
+    assert r["completed"] == len(rec.seen) > r["requests"]  # ... and counted as answered (CPU per call)
 
 
 def test_counts_errors_with_the_first_message(grpcload, server, tmp_path):
@@ -83,7 +84,7 @@ def test_counts_errors_with_the_first_message(grpcload, server, tmp_path):
     out = run(grpcload, "-addr", addr, "-data", str(messages_file(tmp_path / "m.bin", [b"fail please"])),
               "-duration", "300ms", "-warmup", "0s")
     r = json.loads(out.stdout)
-    assert r["requests"] == 0 and r["errors"] > 0 and "told to fail" in r["first_error"]
+    assert r["requests"] == 0 == r["completed"] and r["errors"] > 0 and "told to fail" in r["first_error"]
 
 
 @pytest.mark.parametrize("content,message", [(b"", "no messages"), (b"\x00\x00", "truncated length prefix"),
