@@ -80,6 +80,19 @@ class ExperimentsConfig(BaseModel):
         ids = [e.id for e in self.all_experiments()]
         if len(set(ids)) != len(ids):
             raise ValueError("experiment ids must be unique across layers")
+        layer_ids = [layer.id for layer in self.layers]
+        if len(set(layer_ids)) != len(layer_ids):
+            raise ValueError("layer ids must be unique")
+        # one salt, one hash: two experiments (or a layer and an experiment) sharing a salt would
+        # bucket every unit alike, e.g. a layer's first 50% would all land in the first 50% of variants
+        owners: dict[str, str] = {}
+        for layer in self.layers:
+            for kind, owner, salt in [("layer", layer.id, layer.salt),
+                                      *(("experiment", e.id, e.salt) for e in layer.experiments)]:
+                if salt in owners:
+                    raise ValueError(f"{kind} {owner} reuses the salt {salt!r} of {owners[salt]}: "
+                                     "every layer and experiment needs its own salt")
+                owners[salt] = f"{kind} {owner}"
         return self
 
     def all_experiments(self) -> list[Experiment]:

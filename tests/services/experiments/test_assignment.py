@@ -102,6 +102,12 @@ def test_changing_weights_moves_only_the_boundary_users(assigner: Assigner) -> N
      "{name: b, weight: 2}]}]}]", "greater than 0"),
     ("layers: [{id: a, salt: s, experiments: [{id: e, salt: x, variants: [{name: a, weight: 1, params: {k: 0}}, "
      "{name: b, weight: 2}]}]}]", "k"),
+    ("layers: [{id: a, salt: s, experiments: [{id: e, salt: s, variants: [{name: a, weight: 1}, "
+     "{name: b, weight: 1}]}]}]", "experiment e reuses the salt 's' of layer a"),
+    ("layers: [{id: a, salt: s, experiments: [{id: e, salt: x, variants: [{name: a, weight: 1}, {name: b, weight: 1}]}]}, "
+     "{id: b, salt: t, experiments: [{id: f, salt: x, variants: [{name: a, weight: 1}, {name: b, weight: 1}]}]}]",
+     "experiment f reuses the salt 'x' of experiment e"),
+    ("layers: [{id: a, salt: s}, {id: a, salt: t}]", "layer ids must be unique"),
     ("layers: [[", "invalid experiments file"),
 ])
 def test_invalid_config_is_rejected_with_a_reason(tmp_path: Path, text: str, fragment: str) -> None:
