@@ -148,6 +148,8 @@ class Impression(EventBase):
     surface: str = Field(default="similar", max_length=64)
     assignments: list[Assignment] = Field(default_factory=list)
     items: list[ShownItem] = Field(min_length=0, max_length=1000)
+    fallback: str | None = Field(default=None, max_length=64,
+                                 description="set when the items are a fallback, not a search (e.g. category_popular)")
 
     @model_validator(mode="after")
     def _unique_positions(self) -> Impression:

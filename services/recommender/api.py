@@ -61,8 +61,11 @@ def _error(request: Request, status: int, code: str, message: str) -> JSONRespon
 
 
 class RequestContext:
-    """Every request gets a request id (a valid X-Request-Id is kept) on `request.state` and on the
-    response, its latency in the histogram, and a JSON 500 instead of a stack trace. Plain ASGI:
+    """Every request gets a request id of the server's own on `request.state` and on the response
+    (X-Request-Id), its latency in the histogram, and a JSON 500 instead of a stack trace. The id
+    keys the impression, the clicks and the aggregator's dedupe, so it must be unique: a client's
+    X-Request-Id (a trace id a frontend may reuse across pages) is not taken for it but echoed
+    as X-Correlation-Id and logged with errors. Plain ASGI:
     `@app.middleware("http")` (BaseHTTPMiddleware) adds a task group and a memory stream to every
     request, which cost about a fifth of the API's CPU per request."""
 
@@ -73,8 +76,9 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        rid = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+        corr = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        corr = corr if _REQUEST_ID.match(corr) else ""
+        rid = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         start = time.perf_counter()
         status = 500
@@ -84,13 +88,16 @@ class RequestContext:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 started, status = True, message["status"]
-                MutableHeaders(scope=message)["x-request-id"] = rid
+                headers = MutableHeaders(scope=message)
+                headers["x-request-id"] = rid
+                if corr:
+                    headers["x-correlation-id"] = corr
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:  # noqa: BLE001 - never a stack trace to the client
-            log.exception("unhandled error", extra={"request_id": rid})
+            log.exception("unhandled error", extra={"request_id": rid, "correlation_id": corr or None})
             if started:
                 raise
             await _error(Request(scope), 500, "internal", "internal error; quote the request id to support")(
@@ -153,7 +160,7 @@ def create_app(deps: Dependencies, lifespan=None) -> FastAPI:
             deps.impressions.log_shown(request_id=rid, user_id=uid,
                                        seed_listing_id=result.seed["listing_id"] if result.seed else None,
                                        assignments=experiments, start=(q.page - 1) * q.k,
-                                       shown=[(i["listing_id"], i["score"]) for i in items])
+                                       shown=[(i["listing_id"], i["score"]) for i in items], fallback=result.fallback)
         if deps.clicks is not None and items:
             deps.clicks.remember(rid, uid, [i["listing_id"] for i in items], start=(q.page - 1) * q.k)
         served.labels(fallback=result.fallback or "none", variant=assigned.label()).inc()
@@ -203,6 +210,9 @@ def create_app(deps: Dependencies, lifespan=None) -> FastAPI:
             x_user_id: Annotated[str | None, Header(pattern=ID_PATTERN)] = None) -> Response:
         if (image is None) == (image_uri is None):
             raise ApiError(422, "send exactly one of: an `image` file or an `image_uri` form field")
+        if category == "same":
+            raise ApiError(422, "category: `same` needs a seed listing (GET /v1/listings/{id}/similar); "
+                                "name a category instead")
         if image is not None:
             data = await image.read(cfg.max_upload_bytes + 1)
             if len(data) > cfg.max_upload_bytes:

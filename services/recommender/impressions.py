@@ -40,10 +40,10 @@ class ImpressionLogger:
             self.logged.labels(outcome="dropped_queue_full").inc()
 
     def log_shown(self, *, request_id: str, user_id: str, seed_listing_id: str | None, assignments: list[dict],
-                  start: int, shown: list[tuple[str, float]]) -> None:
+                  start: int, shown: list[tuple[str, float]], fallback: str | None = None) -> None:
         """Queue what a response showed; the event is built and validated off the request path."""
         self.log({"request_id": request_id, "user_id": user_id, "seed_listing_id": seed_listing_id,
-                  "assignments": assignments, "producer": "recommender",
+                  "assignments": assignments, "producer": "recommender", "fallback": fallback,
                   "items": [{"listing_id": lid, "position": start + i, "score": score}
                             for i, (lid, score) in enumerate(shown)]})
 

@@ -107,8 +107,8 @@ class SimilarListings:
             if items is None:
                 raise down from err
             log.warning("vector search failed (%s); serving category-popular fallback", down.reason)
-            start = (q.page - 1) * q.k
-            return Result(items=items[start:start + q.k], fallback="category_popular")
+            start = (q.page - 1) * q.k  # the same business rules as a search (a variant's max_per_shop)
+            return Result(items=diversify(items, q.max_per_shop, want)[start:start + q.k], fallback="category_popular")
         ranked = diversify(hits, q.max_per_shop, want)
         start = (q.page - 1) * q.k
         return Result(items=ranked[start:start + q.k])

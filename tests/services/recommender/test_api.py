@@ -41,7 +41,12 @@ def test_response_carries_render_fields_request_id_and_variant(client, catalogue
     r = client.get(f"/v1/listings/{seed['listing_id']}/similar", params={"k": 8, "user_id": "u-42"},
                    headers={"x-request-id": "req-abcdef123"})
     body = r.json()
-    assert r.status_code == 200 and r.headers["x-request-id"] == body["request_id"] == "req-abcdef123"
+    assert r.status_code == 200 and r.headers["x-request-id"] == body["request_id"]
+    # the id keys impressions and clicks: the server's own, unique per response; the client's is echoed
+    assert body["request_id"] != "req-abcdef123" and r.headers["x-correlation-id"] == "req-abcdef123"
+    again = client.get(f"/v1/listings/{seed['listing_id']}/similar", params={"k": 8, "user_id": "u-42"},
+                       headers={"x-request-id": "req-abcdef123"}).json()
+    assert again["request_id"] != body["request_id"]
     SimilarResponse.model_validate(body)  # the documented (OpenAPI) shape
     assert body["user_id"] == "u-42" and body["k"] == 8 and len(body["items"]) == 8
     assert body["seed"]["listing_id"] == seed["listing_id"] and body["model_version"] == "pixels16"
@@ -101,15 +106,17 @@ def test_post_needs_exactly_one_image_source(client) -> None:
     assert r.status_code == 422 and "outside the allowed roots" in r.json()["error"]["message"]
     r = client.post("/v1/similar", files={"image": ("x.jpg", b"", "image/jpeg")})
     assert r.status_code == 422 and "empty" in r.json()["error"]["message"]
+    r = client.post("/v1/similar", data={"image_uri": "/x.jpg"}, params={"category": "same"})
+    assert r.status_code == 422 and "needs a seed listing" in r.json()["error"]["message"]
 
 
 def test_impressions_reach_kafka_with_the_request_id(client, stack, catalogue, unique) -> None:
     cfg = KafkaConfig(bootstrap_servers=stack["settings"].kafka.bootstrap_servers)
     ensure_topics(cfg, [Topics.USER_EVENTS])
-    rid = f"imp-{unique}"
     r = client.get(f"/v1/listings/{catalogue[7]['listing_id']}/similar", params={"k": 4, "user_id": "u-7"},
-                   headers={"x-request-id": rid})
+                   headers={"x-request-id": f"imp-{unique}"})
     assert r.status_code == 200
+    rid = r.json()["request_id"]
     shown = [i["listing_id"] for i in r.json()["items"]]
     found = None
     with EventConsumer(cfg, [Topics.USER_EVENTS], group_id=f"imp-{unique}") as consumer:
@@ -119,7 +126,7 @@ def test_impressions_reach_kafka_with_the_request_id(client, stack, catalogue, u
                 if m.ok and getattr(m.event, "request_id", None) == rid:
                     found = m.event
     assert found is not None, "impression not logged"
-    assert found.user_id == "u-7" and [i.listing_id for i in found.items] == shown
+    assert found.user_id == "u-7" and [i.listing_id for i in found.items] == shown and found.fallback is None
     assert [i.position for i in found.items] == [0, 1, 2, 3]
 
 
@@ -137,21 +144,20 @@ def test_openapi_documents_the_endpoints(client) -> None:
 def test_click_on_a_served_listing_is_accepted_and_others_are_refused(client, stack, catalogue, unique) -> None:
     cfg = KafkaConfig(bootstrap_servers=stack["settings"].kafka.bootstrap_servers)
     ensure_topics(cfg, [Topics.USER_EVENTS])
-    r = client.get(f"/v1/listings/{catalogue[20]['listing_id']}/similar", params={"k": 3, "user_id": "u-click"},
-                   headers={"x-request-id": f"clk-{unique}"})
-    shown = r.json()["items"][1]["listing_id"]
-    ok = client.post("/v1/events/click", json={"request_id": f"clk-{unique}", "listing_id": shown})
+    r = client.get(f"/v1/listings/{catalogue[20]['listing_id']}/similar", params={"k": 3, "user_id": "u-click"})
+    shown, rid = r.json()["items"][1]["listing_id"], r.json()["request_id"]
+    ok = client.post("/v1/events/click", json={"request_id": rid, "listing_id": shown})
     assert ok.status_code == 202, ok.text
     unknown = client.post("/v1/events/click", json={"request_id": "never-served-1", "listing_id": shown})
     assert unknown.status_code == 404
-    not_shown = client.post("/v1/events/click", json={"request_id": f"clk-{unique}", "listing_id": "fp-0"})
+    not_shown = client.post("/v1/events/click", json={"request_id": rid, "listing_id": "fp-0"})
     assert not_shown.status_code == 422
     found = None
     with EventConsumer(cfg, [Topics.USER_EVENTS], group_id=f"clk-{unique}") as consumer:
         deadline = time.monotonic() + 30
         while found is None and time.monotonic() < deadline:
             for m in consumer.poll(timeout_s=1.0):
-                if m.ok and m.event.type == "click" and m.event.request_id == f"clk-{unique}":
+                if m.ok and m.event.type == "click" and m.event.request_id == rid:
                     found = m.event
     assert found is not None and found.user_id == "u-click" and found.listing_id == shown and found.position == 1
 
@@ -163,7 +169,7 @@ def test_unexpected_error_is_a_json_500_with_the_request_id(client, monkeypatch)
         raise RuntimeError("secret internals")
     monkeypatch.setattr(SimilarListings, "for_listing", boom)
     r = client.get("/v1/listings/fp-15970/similar", headers={"x-request-id": "req-boom-12345"})
-    assert r.status_code == 500 and r.headers["x-request-id"] == "req-boom-12345"
+    assert r.status_code == 500 and r.headers["x-correlation-id"] == "req-boom-12345"
     body = r.json()
-    assert body["error"]["code"] == "internal" and body["error"]["request_id"] == "req-boom-12345"
+    assert body["error"]["code"] == "internal" and body["error"]["request_id"] == r.headers["x-request-id"]
     assert "secret internals" not in r.text and "Traceback" not in r.text

@@ -14,7 +14,9 @@ pytestmark = pytest.mark.kafka
 
 
 def test_vector_index_down_serves_flagged_category_fallback_or_503(stack, catalogue) -> None:
-    with TestClient(build_app(stack["settings"], log_impressions=False), raise_server_exceptions=False) as client:
+    one_per_shop = stack["settings"].recommend.model_copy(update={"max_per_shop": 1})
+    settings = stack["settings"].model_copy(update={"recommend": one_per_shop})
+    with TestClient(build_app(settings, log_impressions=False), raise_server_exceptions=False) as client:
         seed = next(c for c in catalogue if c["category"] == "Watches")
         assert client.get(f"/v1/listings/{seed['listing_id']}/similar").json()["fallback"] is None
         stack["milvus"].stop()
@@ -25,6 +27,15 @@ def test_vector_index_down_serves_flagged_category_fallback_or_503(stack, catalo
             assert body["fallback"] == "category_popular"
             assert body["items"] and all(i["category"] == "Watches" for i in body["items"])
             assert seed["listing_id"] not in {i["listing_id"] for i in body["items"]}
+            # the fallback keeps the business rules: at most max_per_shop (here 1) a shop, like a search
+            popular = sorted((c for c in catalogue if c["category"] == "Watches" and c is not seed),
+                             key=lambda c: c["price"])[:12]
+            assert len({c["shop_id"] for c in popular}) < 12  # undiversified, some shop would repeat
+            one = client.get(f"/v1/listings/{seed['listing_id']}/similar",
+                             params={"k": 12, "user_id": "u-one-per-shop"}).json()
+            assert one["fallback"] == "category_popular" and len(one["items"]) == 12
+            shops = [i["shop_id"] for i in one["items"]]
+            assert len(set(shops)) == len(shops), shops
             # a category the fallback has never seen: nothing to serve -> 503, not 500
             r = client.get(f"/v1/listings/{seed['listing_id']}/similar", params={"category": "NoSuchThing"})
             assert r.status_code == 503 and r.json()["error"]["code"] == "dependency_unavailable"
