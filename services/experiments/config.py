@@ -12,7 +12,8 @@
               - {name: one-per-shop, weight: 50, params: {max_per_shop: 1}}
 
 Variant params a variant may change: `collection` (Milvus alias/collection, i.e. model
-version), `max_per_shop`, `overfetch`, `k`.
+version: listing seeds are searched with their vector from that collection; image queries, embedded
+by the deployed model, keep the serving alias), `max_per_shop`, `overfetch`, `k`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
 """Similar listings, framework-free: seed vector (Feast) -> ANN with filters (Milvus) -> re-rank.
 
+A variant that names its own collection (another model version) takes the seed's vector from
+that collection, the only place holding it in that model's space; a seed the collection lacks
+gets the flagged fallback. Image queries search the serving alias: the deployed embedder serves
+its model.
+
 Every remote dependency call has a timeout, enforced by that dependency's own client (the Milvus
 client's deadline, Redis socket timeouts from `FeatureStoreConfig.timeout_s`; the SQLite online
 store is a local file), so a request runs on one thread with no hand-offs. When Milvus fails, the
@@ -12,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,24 +88,43 @@ class SimilarListings:
         flt = SearchFilter(active_only=True, category=category, min_price=q.min_price, max_price=q.max_price,
                            exclude_ids=[listing_id],
                            exclude_shop_ids=[seed["shop_id"]] if q.exclude_seed_shop and seed.get("shop_id") else [])
-        result = self._search(seed["embedding"], flt, q, fallback_category=seed.get("category"))
+        version = [seed.get("model_version")]
+        if q.collection:  # a variant's model: Feast holds the serving model's vector, not one of that space
+            def vector() -> Sequence[float]:
+                row = self._variant_seed(q.collection, listing_id)
+                version[0] = row.get("model_version")
+                return row["embedding"]
+        else:
+            def vector() -> Sequence[float]:
+                return seed["embedding"]
+        result = self._search(vector, flt, q, fallback_category=seed.get("category"), collection=q.collection)
         result.seed = {"listing_id": listing_id, "title": seed.get("title"), "category": seed.get("category"),
                        "shop_id": seed.get("shop_id")}
-        result.model_version = seed.get("model_version")
+        result.model_version = version[0] if result.fallback is None else seed.get("model_version")
         return result
 
     def for_vector(self, vector: Sequence[float], q: Query, model_version: str | None = None) -> Result:
+        """An image embedded by the deployed embedder, which serves the model behind the serving alias:
+        its vector belongs to that collection, so a variant's `collection` (another model's space) is
+        not searched with it."""
         flt = SearchFilter(active_only=True, category=None if q.category == "same" else q.category,
                            min_price=q.min_price, max_price=q.max_price)
-        result = self._search(vector, flt, q, fallback_category=flt.category)
+        result = self._search(lambda: vector, flt, q, fallback_category=flt.category, collection=None)
         result.model_version = model_version
         return result
 
-    def _search(self, vector: Sequence[float], flt: SearchFilter, q: Query, fallback_category: str | None) -> Result:
+    def _variant_seed(self, collection: str, listing_id: str) -> dict[str, Any]:
+        rows = self.vectors.get([listing_id], collection=collection, with_vectors=True)
+        if not rows or rows[0].get("embedding") is None:
+            raise LookupError(f"listing {listing_id} is not indexed in {collection}")
+        return rows[0]
+
+    def _search(self, vector: Callable[[], Sequence[float]], flt: SearchFilter, q: Query,
+                fallback_category: str | None, collection: str | None) -> Result:
         want = q.k * q.page
         fetch = min(16_384, want * q.overfetch)
         try:  # inline: the Milvus client enforces its own timeout (cfg.milvus_timeout_s)
-            hits = self.vectors.search([vector], fetch, flt, collection=q.collection, output_fields=RENDER_FIELDS)[0]
+            hits = self.vectors.search([vector()], fetch, flt, collection=collection, output_fields=RENDER_FIELDS)[0]
         except Exception as err:  # noqa: BLE001 - any client error: the index is down for us
             down = DependencyDown("vector index", str(err)[:300])
             items = self.popular.get(flt.category or fallback_category, flt)
