@@ -64,7 +64,8 @@ def evaluate_gate(config_path: str, config_overrides: List[str], data_dir: str, 
             g_ = json.loads(gp.read_text())
             metrics.log_metric("candidate_p_at_1", g_["candidate"])
             for k, c in g_["checks"].items():
-                metrics.log_metric(f"{k}_p_at_1", c["value"])
+                if c["value"] is not None:  # None: no ImageNet baseline (the gate failed, reason in gate.json)
+                    metrics.log_metric(f"{k}_p_at_1", c["value"])
             metrics.log_metric("gate_passed", float(g_["passed"]))
     return g["candidate"]
 

@@ -100,6 +100,7 @@ def train(cfg, out_dir: str | Path, manifest_dir: str | Path | None = None) -> d
 
 def evaluate(cfg, model_dir: str | Path, out_dir: str | Path) -> dict:
     """kNN retrieval evaluation of model.pt vs the configured baselines -> evaluation.json (as the vision CLI)."""
+    from pipelines.vision.backbones import is_random_init
     from pipelines.vision.cli import _jsonable_eval
     from pipelines.vision.data import load_datasets
     from pipelines.vision.evaluate import acceptance, run_evaluation
@@ -107,8 +108,9 @@ def evaluate(cfg, model_dir: str | Path, out_dir: str | Path) -> dict:
 
     model, _, mcfg = load_model(Path(model_dir) / "model.pt")
     cfg_eval = mcfg.model_copy(update={"eval": cfg.eval, "data": cfg.data})
-    if cfg.model.backbone == mcfg.model.backbone and cfg.model.weights != "none":
-        # the ImageNet baseline comes from the pipeline's config, whatever the candidate was initialised with
+    if cfg.model.backbone == mcfg.model.backbone and not is_random_init(cfg.model.weights):
+        # the ImageNet baseline comes from the pipeline's config, whatever the candidate was initialised with;
+        # otherwise run_evaluation falls back to the backbone's packaged ImageNet weights (never a random init)
         cfg_eval = cfg_eval.model_copy(update={"model": mcfg.model.model_copy(update={"weights": cfg.model.weights})})
     if "imagenet" not in cfg_eval.eval.baselines:  # the gate needs it
         cfg_eval = cfg_eval.model_copy(update={"eval": cfg_eval.eval.model_copy(
@@ -117,6 +119,7 @@ def evaluate(cfg, model_dir: str | Path, out_dir: str | Path) -> dict:
     store = PrefixStore(model, cfg_eval, "cpu") if (cfg_eval.train.prefix_cache and model.backbone.has_prefix) else None
     res = run_evaluation(cfg_eval, prepared.datasets, model=model, store=store)
     res["acceptance"] = acceptance(res)
+    res["data_hash"] = prepared.data_hash  # the deployed model's card numbers compare only on the same data
     ev = _jsonable_eval(res)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,9 +141,23 @@ def deployed_metric_from_card(card: dict, task: str = PRIMARY_TASK, metric: str 
         return None
 
 
-def deployed_metric_from_registry(registry_root: str, name: str, task: str = PRIMARY_TASK,
-                                  metric: str = PRIMARY_METRIC) -> tuple[float | None, str | None]:
-    """Metric of the model the registry marks as deployed (``<root>/<name>/deployed.json``)."""
+def card_incomparable(card: dict, ev: dict) -> str:
+    """Why the card's metrics cannot be compared with the evaluation ``ev`` ('' when they can): they must be
+    measured with the same protocol and, where the card records a data hash, on the same data."""
+    metrics = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
+    proto = metrics.get("protocol")
+    if proto is None:
+        return "its model card records no metrics protocol"
+    if proto != ev["protocol"]:
+        return f"metrics protocol {proto!r} != candidate's {ev['protocol']!r}"
+    card_hash, ev_hash = card.get("data_hash"), ev.get("data_hash")
+    if card_hash and card_hash != ev_hash:
+        return f"data hash {str(card_hash)[:12]} != candidate's {str(ev_hash)[:12]}"
+    return ""
+
+
+def deployed_card_from_registry(registry_root: str, name: str) -> tuple[dict | None, str | None]:
+    """Model card of the model the registry marks as deployed (``<root>/<name>/deployed.json``) and its version."""
     if not registry_root:
         return None, None
     ptr = Path(registry_root) / name / "deployed.json"
@@ -150,26 +167,45 @@ def deployed_metric_from_registry(registry_root: str, name: str, task: str = PRI
     card_path = Path(registry_root) / name / dep["version"] / "model_card.json"
     if not card_path.is_file():
         return None, dep["version"]
-    return deployed_metric_from_card(json.loads(card_path.read_text()), task, metric), dep["version"]
+    return json.loads(card_path.read_text()), dep["version"]
+
+
+def deployed_metric_from_registry(registry_root: str, name: str, task: str = PRIMARY_TASK,
+                                  metric: str = PRIMARY_METRIC) -> tuple[float | None, str | None]:
+    """Metric of the model the registry marks as deployed (``<root>/<name>/deployed.json``)."""
+    card, version = deployed_card_from_registry(registry_root, name)
+    return (None if card is None else deployed_metric_from_card(card, task, metric)), version
 
 
 def gate(ev: dict, *, margin: float = 0.0, deployed_metric: float | None = None, task: str = PRIMARY_TASK,
-         metric: str = PRIMARY_METRIC, deployed_source: str = "") -> dict:
-    """Candidate must exceed the ImageNet baseline AND the deployed model by ``margin`` (strictly)."""
+         metric: str = PRIMARY_METRIC, deployed_source: str = "", deployed_skipped: str = "") -> dict:
+    """Candidate must exceed the ImageNet baseline AND the deployed model by ``margin`` (strictly).
+    No ImageNet baseline in ``ev`` fails the gate; ``deployed_skipped`` records why no deployed check was made."""
     cand = metric_of(ev, "finetuned", task, metric)
-    base = metric_of(ev, "imagenet", task, metric)
-    checks = {"imagenet": {"value": base, "required": base + margin, "passed": cand > base + margin}}
+    baseline = (ev.get("baselines") or {}).get("imagenet") or {}
+    if "imagenet" in ev["models"]:
+        base = metric_of(ev, "imagenet", task, metric)
+        checks = {"imagenet": {"value": base, "required": base + margin, "passed": cand > base + margin,
+                               "weights": baseline.get("weights")}}
+    else:
+        checks = {"imagenet": {"value": None, "required": None, "passed": False,
+                               "reason": baseline.get("error") or "no ImageNet baseline in the evaluation"}}
     if deployed_metric is not None and deployed_metric >= 0:
         checks["deployed"] = {"value": deployed_metric, "required": deployed_metric + margin,
                               "passed": cand > deployed_metric + margin, "source": deployed_source}
     passed = all(c["passed"] for c in checks.values())
-    return {"task": task, "metric": metric, "protocol": ev["protocol"], "candidate": cand, "margin": margin,
-            "checks": checks, "passed": passed}
+    out = {"task": task, "metric": metric, "protocol": ev["protocol"], "candidate": cand, "margin": margin,
+           "checks": checks, "passed": passed}
+    if deployed_skipped:
+        out["skipped"] = {"deployed": deployed_skipped}
+    return out
 
 
 def gate_message(g: dict) -> str:
-    parts = [f"{k} {c['value']:.3f} (+{g['margin']:.3f} -> needs > {c['required']:.3f}): "
+    parts = [f"{k}: FAILED ({c['reason']})" if c["value"] is None else
+             f"{k} {c['value']:.3f} (+{g['margin']:.3f} -> needs > {c['required']:.3f}): "
              f"{'ok' if c['passed'] else 'NOT beaten'}" for k, c in g["checks"].items()]
+    parts += [f"{k} comparison skipped ({why})" for k, why in g.get("skipped", {}).items()]
     return (f"quality gate {'PASSED' if g['passed'] else 'FAILED'}: candidate {g['task']} {g['metric']} "
             f"{g['candidate']:.3f} ({g['protocol']} protocol) vs " + "; ".join(parts))
 
@@ -177,11 +213,19 @@ def gate_message(g: dict) -> str:
 def evaluate_and_gate(cfg, model_dir, out_dir, *, margin: float = 0.0, deployed_metric: float = -1.0,
                       registry_root: str = "") -> dict:
     ev = evaluate(cfg, model_dir, out_dir)
-    source = "parameter" if deployed_metric is not None and deployed_metric >= 0 else ""
+    source, skipped = ("parameter" if deployed_metric is not None and deployed_metric >= 0 else ""), ""
     if not source:
-        deployed_metric, version = deployed_metric_from_registry(registry_root, cfg.name)
-        source = f"registry:{version}" if deployed_metric is not None else ""
-    g = gate(ev, margin=margin, deployed_metric=deployed_metric, deployed_source=source)
+        card, version = deployed_card_from_registry(registry_root, cfg.name)
+        deployed_metric = None
+        if version is not None:  # a model is deployed: compare with it only on the same protocol and data
+            why = "no model card" if card is None else card_incomparable(card, ev)
+            if not why:
+                deployed_metric = deployed_metric_from_card(card)
+                if deployed_metric is None:
+                    why = f"its model card records no {PRIMARY_TASK} {PRIMARY_METRIC}"
+            source = f"registry:{version}"
+            skipped = f"{source}: {why}" if why else ""
+    g = gate(ev, margin=margin, deployed_metric=deployed_metric, deployed_source=source, deployed_skipped=skipped)
     _write_json(Path(out_dir) / "gate.json", g)
     msg = gate_message(g)
     log.info(msg)

@@ -39,9 +39,14 @@ def packaged_weight_file(key: str) -> Path:
     return files[0]
 
 
+def is_random_init(weights: str | None) -> bool:
+    """True for weights specs that mean a randomly initialised backbone ('none', 'random', '')."""
+    return weights is None or weights.lower() in ("none", "random", "")
+
+
 def resolve_weights(weights: str | None) -> Path | str | None:
     """'packaged:<key>' | 'file:<path>' | '<path>' | 'timm' | 'none' -> Path, 'timm' or None."""
-    if weights is None or weights.lower() in ("none", "random", ""):
+    if is_random_init(weights):
         return None
     if weights == "timm":
         return "timm"
@@ -51,6 +56,11 @@ def resolve_weights(weights: str | None) -> Path | str | None:
     if not path.is_file():
         raise FileNotFoundError(f"weight file not found: {path}")
     return path
+
+
+def packaged_weights_for(backbone: str) -> str | None:
+    """'packaged:<key>' of the packaged ImageNet weights made for timm model ``backbone`` (None if none ship)."""
+    return next((f"packaged:{key}" for key, (_, timm_name) in PACKAGED_WEIGHTS.items() if timm_name == backbone), None)
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -8,8 +8,11 @@ Protocols (both always computed; ``eval.protocol`` picks the headline one):
              Nothing the fine-tuned model was trained on appears on either side.
 Items whose label is missing (or unmapped in a cross-domain task) are left out of the task.
 Baselines, measured in the same run with the same protocol and preprocessing:
-  imagenet: L2-normalised pooled features of the ImageNet-pretrained backbone (no fine-tuning);
+  imagenet: L2-normalised pooled features of the ImageNet-pretrained backbone (no fine-tuning): the
+            configured weights when they are pretrained, else the backbone's packaged ImageNet weights;
+            never a random init (no pretrained weights -> no 'imagenet' entry, the reason in ``baselines``);
   random:   the same for a randomly initialised backbone.
+The weights each baseline was built with are recorded under ``baselines``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from .backbones import is_random_init, packaged_weights_for
 from .data import Dataset
 from .embeddings import embed_from_prefix, embed_images, pooled_l2
 from .metrics import retrieval_metrics
@@ -78,16 +82,46 @@ def evaluate_tasks(embeddings: dict[str, np.ndarray], datasets: dict[str, Datase
     return out
 
 
+class NoImageNetBaseline(RuntimeError):
+    """No pretrained weights could be loaded for the backbone: an 'imagenet' baseline would be random."""
+
+
+def build_imagenet_baseline(cfg):
+    """Model with real pretrained weights for ``cfg.model.backbone`` (resolved and loaded as training does):
+    ``cfg.model.weights`` unless they mean random init, else the packaged ImageNet weights of the backbone.
+    -> (model, {"weights": ..., **init info}); raises NoImageNetBaseline when none load."""
+    tried = []
+    for w in dict.fromkeys([cfg.model.weights, packaged_weights_for(cfg.model.backbone)]):
+        if is_random_init(w):
+            continue
+        try:
+            base, info = build_model(cfg, {}, weights=w)
+        except (OSError, ValueError, RuntimeError) as exc:  # missing file / package, weights that do not fit
+            log.warning("imagenet baseline: weights %s do not load: %s", w, exc)
+            tried.append(f"{w}: {exc}")
+            continue
+        return base, {"weights": w, **info} | ({"not_loaded": tried} if tried else {})
+    raise NoImageNetBaseline(f"no ImageNet baseline: no pretrained weights load into {cfg.model.backbone!r} "
+                             f"(model.weights={cfg.model.weights!r}" + ("; " + "; ".join(tried) if tried else "") + ")")
+
+
 def model_embeddings(cfg, datasets: dict[str, Dataset], *, model=None, store=None, kind: str = "finetuned",
-                     device: str = "cpu", progress_desc: str | None = None) -> dict[str, np.ndarray]:
-    """Embeddings of every item of every dataset for 'finetuned' (``model``), 'imagenet' or 'random'."""
+                     device: str = "cpu", progress_desc: str | None = None, init: dict | None = None) -> dict[str, np.ndarray]:
+    """Embeddings of every item of every dataset for 'finetuned' (``model``), 'imagenet' or 'random'.
+    ``init`` (if given) receives the weights a baseline was built with."""
     spec = cfg.input.spec()
     bs = cfg.train.eval_batch_size
     if kind == "finetuned":
         fn_prefix, fn_full, bb = model.embed_prefix, model, model.backbone
     else:
         torch.manual_seed(cfg.seed + 1)
-        base, _ = build_model(cfg, {}, weights=cfg.model.weights if kind == "imagenet" else "none")
+        if kind == "imagenet":
+            base, info = build_imagenet_baseline(cfg)
+        else:
+            base, info = build_model(cfg, {}, weights="none")
+            info = {"weights": "none", **info}
+        if init is not None:
+            init.update(info)
         bb = base.backbone
         bb.set_trainable_blocks(cfg.train.stage2.unfreeze_blocks)
         bb.to(device).eval()
@@ -119,11 +153,20 @@ def run_evaluation(cfg, datasets: dict[str, Dataset], *, model=None, store=None,
     """Evaluate the fine-tuned model (if given) and the configured baselines on every task and protocol."""
     tasks = task_list(cfg)
     models = models or ((["finetuned"] if model is not None else []) + list(cfg.eval.baselines))
-    results: dict = {"protocol": cfg.eval.protocol, "tasks": [t.model_dump() for t in tasks], "models": {}, "timings_s": {}}
+    results: dict = {"protocol": cfg.eval.protocol, "tasks": [t.model_dump() for t in tasks], "models": {}, "timings_s": {},
+                     "baselines": {}}
     embs = {}
     for kind in models:
         t0 = time.time()
-        embs[kind] = model_embeddings(cfg, datasets, model=model, store=store, kind=kind, device=device)
+        init: dict = {}
+        try:
+            embs[kind] = model_embeddings(cfg, datasets, model=model, store=store, kind=kind, device=device, init=init)
+        except NoImageNetBaseline as exc:
+            log.error("%s", exc)
+            results["baselines"][kind] = {"error": str(exc)}
+            continue
+        if kind != "finetuned":
+            results["baselines"][kind] = init
         results["models"][kind] = {p: evaluate_tasks(embs[kind], datasets, tasks, cfg.eval, p, keep_rankings=(p == cfg.eval.protocol))
                                    for p in ("catalogue", "heldout")}
         results["timings_s"][kind] = round(time.time() - t0, 2)

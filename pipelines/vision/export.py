@@ -89,8 +89,11 @@ def parity(net: EmbeddingNet, x: np.ndarray, onnx_path: Path | None = None, ts_p
 
 def model_card(cfg, *, embedding_dim: int, heads: list[dict], metrics: dict | None, data_hash: str,
                weights_info: dict | None = None, parity_info: dict | None = None, opset: int | None = None,
-               skipped: dict | None = None) -> dict:
+               skipped: dict | None = None, files: dict | None = None) -> dict:
+    """``files``: what was exported (default: model.onnx, plus model.torchscript.pt when export.torchscript)."""
     spec = cfg.input.spec()
+    if files is None:
+        files = {"onnx": "model.onnx"} | ({"torchscript": "model.torchscript.pt"} if cfg.export.torchscript else {})
     return {
         "name": cfg.name,
         "version": cfg.version,
@@ -115,22 +118,25 @@ def model_card(cfg, *, embedding_dim: int, heads: list[dict], metrics: dict | No
         "data_skipped": skipped or {},
         "onnx_opset": opset,
         "parity": parity_info or {},
-        "files": {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"},
+        "files": files,
     }
 
 
 def export_all(net: EmbeddingNet, cfg, out_dir: Path, *, card_kwargs: dict, sample: np.ndarray | None = None) -> dict:
-    """Write model.onnx, model.torchscript.pt and model_card.json; returns the card."""
+    """Write model.onnx, model.torchscript.pt (if export.torchscript) and model_card.json; returns the card."""
     out = Path(out_dir)
     spec = cfg.input.spec()
     onnx_path = export_onnx(net, out / "model.onnx", spec.height, spec.width, cfg.export.opset)
     ts_path = export_torchscript(net, out / "model.torchscript.pt", spec.height, spec.width) if cfg.export.torchscript else None
+    if ts_path is None:  # a stale TorchScript file from an earlier export must not be served with this card
+        (out / "model.torchscript.pt").unlink(missing_ok=True)
     if sample is None:
         sample = np.random.default_rng(0).standard_normal((3, 3, spec.height, spec.width)).astype(np.float32)
     par = parity(net, sample, onnx_path, ts_path)
     par["atol"] = cfg.export.parity_atol
     par["ok"] = all(v <= cfg.export.parity_atol for k, v in par.items() if k.endswith("max_abs_diff"))
-    card = model_card(cfg, parity_info=par, opset=cfg.export.opset, **card_kwargs)
+    files = {"onnx": onnx_path.name} | ({"torchscript": ts_path.name} if ts_path is not None else {})
+    card = model_card(cfg, parity_info=par, opset=cfg.export.opset, files=files, **card_kwargs)
     (out / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
     if not par["ok"]:
         raise RuntimeError(f"export parity check failed: {par}")

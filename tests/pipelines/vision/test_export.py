@@ -53,6 +53,7 @@ def test_model_card_fields(exported):
     out, _, card = exported
     on_disk = json.loads((out / "model_card.json").read_text())
     assert on_disk["embedding_dim"] == 24 and on_disk["data_hash"] == "abc" and on_disk["onnx_opset"] == 18
+    assert on_disk["files"] == {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
     for key in ("name", "version", "backbone", "input", "heads_trained", "metrics", "created_at"):
         assert key in on_disk
     inp = on_disk["input"]
@@ -60,3 +61,16 @@ def test_model_card_fields(exported):
     assert inp["resize"] == "letterbox" and on_disk["parity"]["ok"] is True
     assert on_disk["parity"]["onnx_max_abs_diff"] < 1e-4 and on_disk["parity"]["torchscript_max_abs_diff"] < 1e-4
     assert "heads" not in str(onnx.load(str(out / "model.onnx")).graph.initializer[-1].name)
+
+
+def test_model_card_lists_only_exported_files(tmp_path):
+    cfg = load_config(None, ["model.weights=none", "model.embedding_dim=8", "input.height=32", "input.width=32",
+                             "export.torchscript=false"])
+    model, _ = build_model(cfg, {"a": 3})
+    (tmp_path / "model.torchscript.pt").write_bytes(b"stale")  # left by an earlier export
+    card = export_all(model.eval().embedding_net(), cfg, tmp_path, card_kwargs=dict(
+        embedding_dim=8, heads=[{"name": "a", "num_classes": 3}], metrics={}, data_hash="abc"))
+    on_disk = json.loads((tmp_path / "model_card.json").read_text())
+    assert card["files"] == on_disk["files"] == {"onnx": "model.onnx"}
+    assert not (tmp_path / "model.torchscript.pt").exists()
+    assert "torchscript_max_abs_diff" not in on_disk["parity"]

@@ -56,3 +56,19 @@ def test_perfect_and_worst_embeddings():
     shifted = [(lbl + 1) % 3 for lbl in labels]  # every neighbour carries another label
     bad = retrieval_metrics(emb, shifted, emb, labels, ks=(1, 5), map_k=5, query_ids=ids, gallery_ids=ids)
     assert bad["p@1"] == 0.0 and bad["recall@5"] == 0.0
+
+
+def test_tiny_gallery_never_counts_the_query_itself():
+    # 4 items, 2 per label, every item is a query and in the gallery; k (10) > gallery size (4)
+    x = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32)
+    ids = ["i0", "i1", "i2", "i3"]
+    same = retrieval_metrics(x, ["a", "a", "b", "b"], x, ["a", "a", "b", "b"], ks=(1, 10), map_k=10,
+                             query_ids=ids, gallery_ids=ids)
+    assert same["p@1"] == 1.0 and same["recall@10"] == 1.0 and same["map@10"] == pytest.approx(1.0)
+    assert same["_ranked"].shape == (4, 3)
+    assert all(i not in row for i, row in enumerate(same["_ranked"]))
+    # labels a b a b: rankings (self excluded) give rel q0 [0,0,1], q1 [0,1,0], q2 [0,0,1], q3 [0,1,0]
+    mixed = retrieval_metrics(x, ["a", "b", "a", "b"], x, ["a", "b", "a", "b"], ks=(1, 2, 10), map_k=10,
+                              query_ids=ids, gallery_ids=ids)
+    assert mixed["p@1"] == 0.0 and mixed["recall@2"] == 0.5 and mixed["recall@10"] == 1.0
+    assert mixed["map@10"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 3 + 1 / 2) / 4)

@@ -3,8 +3,11 @@
 import json
 
 import torch
+from timm.layers import DropPath
+from torch import nn
 
-from pipelines.vision.train import Trainer, load_model, prepare_data, save_model
+from pipelines.vision.model import build_model
+from pipelines.vision.train import Trainer, _set_train_mode, load_model, prepare_data, save_model
 
 
 def _state(model):
@@ -76,3 +79,20 @@ def test_no_prefix_cache_path_trains(tiny_cfg, synthetic_datasets, tmp_path):
     assert tr.store is None
     res = tr.fit()
     assert len(res.history) == 2 and all(h["train_loss"] > 0 for h in res.history)
+
+
+def test_freeze_bn_freezes_only_batchnorm_in_stage2(tiny_cfg):
+    cfg = tiny_cfg.model_copy(update={"model": tiny_cfg.model.model_copy(update={"drop_path_rate": 0.2})})
+    model, _ = build_model(cfg, {"a": 3})
+    model.backbone.set_trainable_blocks(1)
+    bns = [m for m in model.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    drops = [m for m in model.backbone.modules() if isinstance(m, DropPath)]
+    assert bns and drops
+    _set_train_mode(model, 2, freeze_bn=True)
+    assert not any(m.training for m in bns)  # statistics frozen ...
+    assert all(m.training for m in drops) and model.backbone.model.blocks[-1].training  # ... DropPath still active
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+    model.backbone(torch.randn(4, 3, 32, 32))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
+    _set_train_mode(model, 1, freeze_bn=True)  # stage 1: the whole backbone is a fixed feature extractor
+    assert not any(m.training for m in model.backbone.modules())
