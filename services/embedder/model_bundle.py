@@ -39,6 +39,9 @@ class ModelBundle:
 
     def file(self, runtime: str) -> Path:
         files = self.card.get("files") or {}
+        if files and runtime not in files:  # the card lists what was exported: a same-named file is not this model
+            raise ModelBundleError(f"the model card in {self.root} lists no {runtime} export (files: {sorted(files)}); "
+                                   f"export it or serve another runtime")
         name = files.get(runtime) or {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}[runtime]
         path = self.root / name
         if not path.is_file():

@@ -33,6 +33,13 @@ def test_bundle_errors(tmp_path, model_dir):
         load_bundle(tmp_path).file("onnx")
     with pytest.raises(ModelBundleError, match="kserve-storage"):
         resolve_model_dir("s3://bucket/model")
+    # a card without a TorchScript export: a model.torchscript.pt lying beside it is not this model
+    card = json.loads((model_dir / "model_card.json").read_text())
+    card["files"] = {"onnx": "model.onnx"}
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    shutil.copy(model_dir / "model.torchscript.pt", tmp_path / "model.torchscript.pt")
+    with pytest.raises(ModelBundleError, match="lists no torchscript export"):
+        load_bundle(tmp_path).file("torchscript")
 
 
 def test_settings_from_env(monkeypatch):
