@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -49,6 +50,21 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
 ListingId = Annotated[str, Field(pattern=ID_PATTERN, description="listing id (1-64 chars, [A-Za-z0-9_.:-])")]
 EntityId = Annotated[str, Field(pattern=ID_PATTERN)]
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Limits of the listing strings stored in Milvus VARCHAR fields, in UTF-8 BYTES (Milvus counts
+# bytes): milvus_store's schema uses these, so an event that passes here fits there.
+VARCHAR_MAX_BYTES = {"listing_id": 64, "shop_id": 64, "category": 128, "title": 2048, "image_uri": 2048,
+                     "currency": 8}
+
+
+def _max_utf8_bytes(limit: int) -> AfterValidator:
+    def check(v: str) -> str:
+        n = len(v.encode("utf-8"))  # pydantic refuses lone surrogates before this
+        if n > limit:
+            raise ValueError(f"must be at most {limit} bytes of UTF-8, got {n}")
+        return v
+
+    return AfterValidator(check)
 
 
 def utcnow() -> datetime:
@@ -86,12 +102,12 @@ class ListingUpserted(EventBase):
     schema_version: Literal[1] = 1
     id: ListingId
     shop_id: EntityId
-    title: str = Field(min_length=1, max_length=500)
-    category: str = Field(min_length=1, max_length=128)
+    title: Annotated[str, Field(min_length=1, max_length=500), _max_utf8_bytes(VARCHAR_MAX_BYTES["title"])]
+    category: Annotated[str, Field(min_length=1), _max_utf8_bytes(VARCHAR_MAX_BYTES["category"])]
     price: Decimal = Field(ge=0, le=Decimal("1e9"), max_digits=14, decimal_places=2)
     currency: str = "USD"
     active: bool = True
-    image_uri: str = Field(min_length=1, max_length=2048)
+    image_uri: Annotated[str, Field(min_length=1), _max_utf8_bytes(VARCHAR_MAX_BYTES["image_uri"])]
     updated_at: AwareDatetime
 
     @field_validator("currency")
@@ -104,6 +120,8 @@ class ListingUpserted(EventBase):
     @field_validator("image_uri")
     @classmethod
     def _uri(cls, v: str) -> str:
+        if _CONTROL.search(v):
+            raise ValueError("image_uri must not contain control characters")
         if not re.match(r"^(https?://|file://|/|[A-Za-z0-9_.\-]+/)", v):
             raise ValueError("image_uri must be an http(s):// or file:// URI or a path")
         return v

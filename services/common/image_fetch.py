@@ -34,7 +34,10 @@ class ImageFetcher:
         self._http = httpx.Client(timeout=timeout_s, follow_redirects=False)
 
     def fetch(self, uri: str) -> bytes:
-        parsed = urlparse(uri)
+        try:
+            parsed = urlparse(uri)
+        except ValueError as exc:  # e.g. 'http://[::1/x.jpg'
+            raise FetchError(f"invalid image URI {uri!r}: {exc}", permanent=True) from exc
         if parsed.scheme in ("http", "https"):
             return self._fetch_http(uri, parsed.hostname or "")
         if parsed.scheme == "file":
@@ -46,7 +49,10 @@ class ImageFetcher:
     # -- files ---------------------------------------------------------------------------
 
     def _fetch_file(self, path: Path) -> bytes:
-        path = path.resolve()
+        try:
+            path = path.resolve()
+        except ValueError as exc:  # e.g. an embedded NUL byte (file:///a%00.jpg)
+            raise FetchError(f"invalid image path {str(path)!r}: {exc}", permanent=True) from exc
         if not any(path.is_relative_to(root) for root in self.allowed_roots):
             raise FetchError(f"image path {path} is outside the allowed roots", permanent=True)
         try:
@@ -72,6 +78,8 @@ class ImageFetcher:
             infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
         except socket.gaierror as exc:
             raise FetchError(f"cannot resolve {host}: {exc}", permanent=False) from exc
+        except (UnicodeError, ValueError) as exc:  # e.g. a DNS label over 63 characters (IDNA)
+            raise FetchError(f"invalid host name {host!r}: {exc}", permanent=True) from exc
         for info in infos:
             ip = ipaddress.ip_address(info[4][0])
             if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast \
@@ -98,6 +106,8 @@ class ImageFetcher:
                 return b"".join(chunks)
         except httpx.TimeoutException as exc:
             raise FetchError(f"timeout fetching {uri}", permanent=False) from exc
+        except (httpx.InvalidURL, UnicodeError, ValueError) as exc:  # e.g. a control character in the path
+            raise FetchError(f"invalid image URL {uri!r}: {exc}", permanent=True) from exc
         except httpx.HTTPError as exc:
             raise FetchError(f"error fetching {uri}: {exc}", permanent=False) from exc
 

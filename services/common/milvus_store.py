@@ -19,7 +19,7 @@ import grpc
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from .events import ID_PATTERN
+from .events import ID_PATTERN, VARCHAR_MAX_BYTES
 from .milvus_search import DirectSearch, hybrid_rows
 from .settings import MilvusConfig
 
@@ -139,17 +139,18 @@ class ListingVectorStore:
                 return name
             c.drop_collection(name)
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("listing_id", DataType.VARCHAR, is_primary=True, max_length=64)
+        size = VARCHAR_MAX_BYTES  # UTF-8 bytes, the limits the listing events are validated against
+        schema.add_field("listing_id", DataType.VARCHAR, is_primary=True, max_length=size["listing_id"])
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim or self.cfg.dim)
-        schema.add_field("shop_id", DataType.VARCHAR, max_length=64)
-        schema.add_field("category", DataType.VARCHAR, max_length=128)
+        schema.add_field("shop_id", DataType.VARCHAR, max_length=size["shop_id"])
+        schema.add_field("category", DataType.VARCHAR, max_length=size["category"])
         schema.add_field("price", DataType.FLOAT)
         schema.add_field("active", DataType.BOOL)
         schema.add_field("updated_at", DataType.INT64)
         schema.add_field("model_version", DataType.VARCHAR, max_length=64)
-        schema.add_field("title", DataType.VARCHAR, max_length=2048)  # bytes: 500 chars of UTF-8
-        schema.add_field("image_uri", DataType.VARCHAR, max_length=2048)
-        schema.add_field("currency", DataType.VARCHAR, max_length=8)
+        schema.add_field("title", DataType.VARCHAR, max_length=size["title"])  # bytes: 500 chars of UTF-8
+        schema.add_field("image_uri", DataType.VARCHAR, max_length=size["image_uri"])
+        schema.add_field("currency", DataType.VARCHAR, max_length=size["currency"])
         index = MilvusClient.prepare_index_params()
         index.add_index("embedding", index_type=self.cfg.index_type, metric_type=self.cfg.metric,
                         params=dict(self.cfg.index_params))

@@ -48,7 +48,8 @@ def build_worker(s: IngestSettings, metrics: Metrics | None = None, observe=None
                            timeout_s=s.ingest.image_timeout_s, allow_private=s.ingest.allow_private_hosts,
                            allowed_hosts=s.ingest.allowed_hosts)
     processor = ListingProcessor(store, features, embedder, fetcher, fetch_workers=s.ingest.fetch_workers,
-                                 max_attempts=s.ingest.max_attempts, backoff_s=s.ingest.backoff_s)
+                                 max_attempts=s.ingest.max_attempts, backoff_s=s.ingest.backoff_s,
+                                 max_future_s=s.ingest.max_future_s)
     consumer = EventConsumer(s.kafka, [s.ingest.topic], group_id=s.ingest.group_id, client_id="adrec-ingest",
                              max_poll_records=s.ingest.poll_max_records)
     producer = EventProducer(s.kafka, client_id="adrec-ingest-dlq")

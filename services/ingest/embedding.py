@@ -32,10 +32,10 @@ class RemoteEmbedder:
         try:
             return list(self.client.embed_images(images))
         except EmbedderError as exc:
-            if not exc.permanent or len(images) == 1:
-                if len(images) == 1:
-                    return [exc]
+            if not exc.permanent:  # the embedder is down, not the input bad: the caller retries
                 raise
+            if len(images) == 1:
+                return [exc]
         out: list[np.ndarray | EmbedderError] = []
         for img in images:
             try:

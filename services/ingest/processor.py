@@ -9,9 +9,13 @@ Rules:
 - Milvus is written first, Feast last: Feast's `item_metadata.updated_at` is the version
   marker, so a crash between the two writes is repaired by the replay;
 - a delete removes the vector and leaves an inactive tombstone in Feast (which keeps an older
-  upsert that arrives later from resurrecting the listing).
-Messages that can never succeed come back as dead letters with a reason; transient errors
-are retried here (per image) or raised (sinks down: the batch is not committed).
+  upsert that arrives later from resurrecting the listing);
+- an event dated more than `max_future_s` ahead of the clock is refused: as the version marker
+  it would make every later real update of the listing stale.
+Messages that can never succeed come back as dead letters with a reason (a bad image too: any
+error fetching it fails that event only). Transient errors are retried here; then an image fetch
+is dead-lettered, while an embedder that is down (restarting, model not loaded) is raised like a
+sink that is down: the batch is not committed and the worker retries it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -72,13 +77,14 @@ class BatchResult:
 class ListingProcessor:
     def __init__(self, vectors: VectorSink, features: FeatureSink, embedder: Embedder, fetcher: ImageFetcher,
                  *, fetch_workers: int = 8, max_attempts: int = 3, backoff_s: float = 0.2,
-                 clock: Callable[[], float] = time.time) -> None:
+                 max_future_s: float = 3600.0, clock: Callable[[], float] = time.time) -> None:
         self.vectors = vectors
         self.features = features
         self.embedder = embedder
         self.fetcher = fetcher
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
+        self.max_future_s = max_future_s
         self.clock = clock
         self._pool = ThreadPoolExecutor(max_workers=fetch_workers, thread_name_prefix="fetch")
         self._sinks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink")
@@ -88,6 +94,7 @@ class ListingProcessor:
     def process(self, messages: Sequence[Message]) -> BatchResult:
         result = BatchResult()
         newest: dict[str, tuple[Message, ListingUpserted | ListingDeleted]] = {}
+        now = self.clock()
         for m in messages:
             if not m.ok:
                 result.dead.append(DeadLetterItem(m, m.error.reason, m.error.kind))
@@ -96,6 +103,13 @@ class ListingProcessor:
             if not isinstance(ev, ListingUpserted | ListingDeleted):
                 result.dead.append(DeadLetterItem(m, f"unexpected event type {ev.type!r} on the listings topic",
                                                   "schema"))
+                continue
+            name = "updated_at" if isinstance(ev, ListingUpserted) else "deleted_at"
+            ts = getattr(ev, name)
+            if ts.timestamp() - now > self.max_future_s:
+                clock = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")
+                result.dead.append(DeadLetterItem(m, f"{name} {ts.isoformat()} is more than {self.max_future_s:g}s "
+                                                     f"ahead of the clock ({clock})", "schema"))
                 continue
             prev = newest.get(ev.id)
             if prev is None or _order(ev) > _order(prev[1]):
@@ -195,15 +209,27 @@ class ListingProcessor:
                 if exc.permanent or attempt == self.max_attempts:
                     return b"", _Failure(exc.reason, attempt)
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            except Exception as exc:  # noqa: BLE001 - unforeseen: this image fails, never the batch
+                log.warning("unexpected error fetching %r", uri, exc_info=True)
+                return b"", _Failure(f"unexpected {type(exc).__name__} fetching {uri!r}: {exc}", attempt)
         raise AssertionError("unreachable")
 
     def _embed_with_retry(self, images: list[bytes], uris: list[str]) -> list[np.ndarray | EmbedderError]:
+        """A vector or a permanent error per image. A transient error (the embedder unreachable, 5xx,
+        404 while a model loads) is retried, then raised: the batch must not be dead-lettered for it."""
         for attempt in range(1, self.max_attempts + 1):
             try:
-                return self.embedder.embed(images, uris)
-            except EmbedderError as exc:  # transient for the whole batch
+                out = self.embedder.embed(images, uris)
+                transient = next((v for v in out if isinstance(v, EmbedderError) and not v.permanent), None)
+                if transient is None:
+                    return out
+                raise transient
+            except EmbedderError as exc:
+                if exc.permanent:  # the whole batch refused for good
+                    return [exc] * len(images)
                 if attempt == self.max_attempts:
-                    return [EmbedderError(f"{exc.reason} (after {attempt} attempts)", permanent=False)] * len(images)
+                    raise EmbedderError(f"{exc.reason} (after {attempt} attempts)", permanent=False,
+                                        status=exc.status) from exc
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 

@@ -24,8 +24,11 @@ class IngestConfig(BaseModel):
     image_timeout_s: float = Field(default=5.0, gt=0)
     allow_private_hosts: bool = Field(default=False, description="allow http(s) images from private/loopback IPs")
     allowed_hosts: list[str] = Field(default_factory=list, description="hosts exempt from the address check")
-    max_attempts: int = Field(default=3, ge=1, le=20, description="tries for a transient error before the DLQ")
+    max_attempts: int = Field(default=3, ge=1, le=20, description=(
+        "tries for a transient error; then an image fetch goes to the DLQ, an embedder error fails the batch"))
     backoff_s: float = Field(default=0.2, ge=0)
+    max_future_s: float = Field(default=3600.0, gt=0,
+                                description="dead-letter listing events dated further ahead of the clock")
     model_version: str = Field(default="", description="collection version when none is active yet")
     precomputed_vectors: str | None = Field(
         default=None, description=".npz with `uris` and `vectors`: bypass the embedder (benchmarks, tests)")

@@ -16,6 +16,7 @@ from services.common.events import (
     ListingDeleted,
     ListingUpserted,
     ShownItem,
+    VARCHAR_MAX_BYTES,
     Topics,
     parse_event,
 )
@@ -81,3 +82,19 @@ def test_dead_letter_and_topics() -> None:
     assert json.loads(DeadLetter(source_topic="listings", payload=raw, reason="x").to_json())["payload"] == raw
     assert Topics.dlq(Topics.LISTINGS) == "listings.dlq"
     assert set(Topics.all()) == {"listings", "user-events", "listings.dlq", "user-events.dlq"}
+
+
+@pytest.mark.parametrize("over, fragment", [
+    ({"category": "鞋" * 50}, "category: Value error, must be at most 128 bytes of UTF-8, got 150"),
+    ({"image_uri": "/data/" + "图" * 681}, "image_uri: Value error, must be at most 2048 bytes of UTF-8"),
+    ({"image_uri": "http://8.8.8.8/x\x01.jpg"}, "image_uri: Value error, image_uri must not contain control"),
+    ({"image_uri": "/data/a\x00.jpg"}, "must not contain control characters"),
+])
+def test_listing_strings_must_fit_milvus_and_uris_have_no_control_characters(over: dict, fragment: str) -> None:
+    with pytest.raises(EventValidationError) as err:
+        parse_event(json.dumps(upsert_doc(**over)))
+    assert fragment in err.value.reason
+    # the limits are UTF-8 bytes, the ones milvus_store's schema uses: these fit exactly
+    ok = parse_event(json.dumps(upsert_doc(category="鞋" * 42 + "xx", image_uri="/data/" + "图" * 680 + "xx")))
+    assert len(ok.category.encode()) == VARCHAR_MAX_BYTES["category"]
+    assert len(ok.image_uri.encode()) == VARCHAR_MAX_BYTES["image_uri"]

@@ -79,3 +79,16 @@ def test_file_paths_must_stay_inside_the_allowed_roots(tmp_path: Path) -> None:
         ok.fetch(str(tmp_path / ".." / "etc" / "passwd"))
     with pytest.raises(FetchError, match="not found"):
         ok.fetch(str(tmp_path / "nope.jpg"))
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_malformed_uris_are_a_permanent_fetch_error(tmp_path: Path, allow_private: bool) -> None:
+    f = ImageFetcher(allowed_roots=[tmp_path], allow_private=allow_private)
+    for uri, reason in [(f"{tmp_path}/a\x00.jpg", "invalid image path"),
+                        (f"file://{tmp_path}/a%00.jpg", "invalid image path"),
+                        ("http://[::1/x.jpg", "invalid image URI"),
+                        ("http://" + "a" * 70 + ".example.com/x.jpg", "invalid"),
+                        ("http://8.8.8.8/x\x01.jpg", "invalid image URL")]:
+        with pytest.raises(FetchError, match=reason) as err:
+            f.fetch(uri)
+        assert err.value.permanent, uri

@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from services.common.embedder_client import EmbedderError
 from services.common.image_fetch import ImageFetcher
+from services.ingest.embedding import RemoteEmbedder
 from services.ingest.processor import ListingProcessor
 from services.ingest.settings import DATA_DIR
 
-from .conftest import PixelEmbedder, as_messages, delete, upsert
+from .conftest import T0, PixelEmbedder, as_messages, delete, upsert
+
+
+class FlakyEmbedder(PixelEmbedder):
+    """Down (connection refused, 5xx, model not loaded) for its first `failures` calls."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def embed(self, images, uris):
+        if self.failures > 0:
+            self.failures -= 1
+            self.calls += 1
+            raise EmbedderError("embedder error: HTTP 404 model not loaded", permanent=False, status=404)
+        return super().embed(images, uris)
+
+
+def with_field(event, **over) -> bytes:
+    """The event as JSON with fields its model would refuse (as a producer could send them)."""
+    return json.dumps({**json.loads(event.to_json()), **over}).encode()
 
 
 @pytest.fixture
@@ -83,3 +106,92 @@ def test_bad_events_and_images_are_dead_lettered_with_reasons(processor, vectors
     assert "outside the allowed roots" in reasons[3][1]
     assert reasons[4][0] == "embedder" and "cannot decode" in reasons[4][1]
     assert "not a public address" in reasons[5][1]
+
+
+def test_unusable_image_uris_fail_their_event_only(processor, vectors, features) -> None:
+    batch = [upsert("ok-1"), upsert("nul", image=f"file://{DATA_DIR}/a%00.jpg"),
+             upsert("ipv6", image="http://[::1/x.jpg"), upsert("label", image=f"http://{'a' * 70}.example.com/x.jpg"),
+             with_field(upsert("ctrl"), image_uri="http://8.8.8.8/x\x01.jpg"), upsert("ok-2")]
+    res = processor.process(as_messages(batch))
+    assert res.upserted == 2 and vectors.count() == 2 and meta(features, "ok-2")["title"] == "title ok-2"
+    reasons = {m.message.offset: (m.kind, m.reason) for m in res.dead}
+    assert set(reasons) == {1, 2, 3, 4}
+    assert reasons[1][0] == "fetch" and "invalid image path" in reasons[1][1] and "null byte" in reasons[1][1]
+    assert reasons[2][0] == "fetch" and "invalid image URI 'http://[::1/x.jpg'" in reasons[2][1]
+    assert reasons[3][0] == "fetch" and "invalid host name" in reasons[3][1]
+    assert reasons[4] == ("schema", "image_uri: Value error, image_uri must not contain control characters")
+    assert all(m.attempts == 1 for m in res.dead)  # permanent: not retried
+
+
+def test_an_unexpected_fetch_error_is_that_images_failure(vectors, features) -> None:
+    class Buggy(ImageFetcher):
+        def fetch(self, uri: str) -> bytes:
+            if uri.endswith("boom.jpg"):
+                raise KeyError("surprise")
+            return super().fetch(uri)
+
+    p = ListingProcessor(vectors, features, PixelEmbedder(), Buggy(allowed_roots=[DATA_DIR]), backoff_s=0.0)
+    res = p.process(as_messages([upsert("a"), upsert("b", image=f"{DATA_DIR}/boom.jpg"), upsert("c")]))
+    assert res.upserted == 2 and vectors.count() == 2
+    assert [(d.message.offset, d.kind) for d in res.dead] == [(1, "fetch")]
+    assert "unexpected KeyError" in res.dead[0].reason and "boom.jpg" in res.dead[0].reason
+
+
+def test_multibyte_category_over_the_milvus_limit_is_dead_lettered(processor, vectors) -> None:
+    batch = [upsert("ok-1", category="鞋" * 40), with_field(upsert("cjk"), category="鞋" * 50), upsert("ok-2")]
+    res = processor.process(as_messages(batch))
+    assert res.upserted == 2 and vectors.get(["ok-1"], with_vectors=False)[0]["category"] == "鞋" * 40
+    assert [(d.message.offset, d.kind) for d in res.dead] == [(1, "schema")]
+    assert res.dead[0].reason == "category: Value error, must be at most 128 bytes of UTF-8, got 150"
+
+
+def test_a_transient_embedder_outage_fails_the_batch_not_its_events(vectors, features) -> None:
+    corrupt = str(DATA_DIR / "fashion-products" / "styles.csv")
+    embedder = FlakyEmbedder(failures=3)
+    p = ListingProcessor(vectors, features, embedder, ImageFetcher(allowed_roots=[DATA_DIR]), backoff_s=0.0)
+    batch = as_messages([upsert("a"), upsert("b"), upsert("bad", image=corrupt)])
+    with pytest.raises(EmbedderError, match="model not loaded.*after 3 attempts") as err:
+        p.process(batch)  # not committed: the worker retries the batch
+    assert not err.value.permanent and embedder.calls == 3
+    assert vectors.count() == 0 and meta(features, "a")["updated_at"] is None
+    res = p.process(batch)  # the embedder is back
+    assert res.upserted == 2 and vectors.count() == 2
+    assert [(d.message.offset, d.kind) for d in res.dead] == [(2, "embedder")]  # a bad image is still dead
+    embedder.failures = 2  # an outage shorter than the retries: nothing seen
+    res = p.process(as_messages([upsert("c")]))
+    assert (res.upserted, res.dead) == (1, [])
+
+
+def test_remote_embedder_raises_a_transient_error_even_for_one_image() -> None:
+    class Client:
+        def __init__(self, exc: EmbedderError) -> None:
+            self.exc = exc
+
+        def embed_images(self, images):
+            raise self.exc
+
+    down = EmbedderError("embedder unreachable: connection refused", permanent=False)
+    with pytest.raises(EmbedderError, match="unreachable"):
+        RemoteEmbedder(Client(down), "v1").embed([b"img"], ["u"])
+    refused = EmbedderError("embedder refused the input: HTTP 400", permanent=True, status=400)
+    assert RemoteEmbedder(Client(refused), "v1").embed([b"img"], ["u"]) == [refused]
+
+
+def test_events_dated_far_in_the_future_are_dead_lettered(vectors, features) -> None:
+    p = ListingProcessor(vectors, features, PixelEmbedder(), ImageFetcher(allowed_roots=[DATA_DIR]),
+                         backoff_s=0.0, clock=T0.timestamp)
+    res = p.process(as_messages([upsert("f", minutes=61, title="from 2099?"), delete("g", minutes=60 * 24 * 365),
+                                 upsert("near", minutes=59), delete("g2", minutes=60)]))
+    assert (res.upserted, res.deleted) == (1, 1)
+    reasons = {d.message.offset: (d.kind, d.reason) for d in res.dead}
+    assert reasons == {
+        0: ("schema", "updated_at 2026-11-25T13:01:00+00:00 is more than 3600s ahead of the clock "
+                      "(2026-11-25T12:00:00+00:00)"),
+        1: ("schema", "deleted_at 2027-11-25T12:00:00+00:00 is more than 3600s ahead of the clock "
+                      "(2026-11-25T12:00:00+00:00)")}
+    assert meta(features, "f")["updated_at"] is None
+    res = p.process(as_messages([upsert("f", minutes=5, title="real")]))  # a later, real update applies
+    assert res.upserted == 1 and meta(features, "f")["title"] == "real"
+    strict = ListingProcessor(vectors, features, PixelEmbedder(), ImageFetcher(allowed_roots=[DATA_DIR]),
+                              max_future_s=60, clock=T0.timestamp)
+    assert "more than 60s ahead" in strict.process(as_messages([upsert("h", minutes=2)])).dead[0].reason
