@@ -3,7 +3,8 @@
 Rules:
 - per listing only the newest event counts, by `updated_at` / `deleted_at`; on a tie a delete
   beats an upsert, and between equal upserts the first in partition order wins (so a replay
-  of the same version, in this batch or a later one, is skipped);
+  of the same version, in this batch or a later one, is skipped); when the newest is
+  dead-lettered (its image), the next newest counts, as if each had come in its own batch;
 - an event not newer than what the feature store already holds for the listing is skipped,
   so replays and late, older events change nothing;
 - Milvus is written first, Feast last: Feast's `item_metadata.updated_at` is the version
@@ -93,7 +94,7 @@ class ListingProcessor:
 
     def process(self, messages: Sequence[Message]) -> BatchResult:
         result = BatchResult()
-        newest: dict[str, tuple[Message, ListingUpserted | ListingDeleted]] = {}
+        by_listing: dict[str, list[tuple[Message, ListingUpserted | ListingDeleted]]] = {}
         now = self.clock()
         for m in messages:
             if not m.ok:
@@ -111,33 +112,40 @@ class ListingProcessor:
                 result.dead.append(DeadLetterItem(m, f"{name} {ts.isoformat()} is more than {self.max_future_s:g}s "
                                                      f"ahead of the clock ({clock})", "schema"))
                 continue
-            prev = newest.get(ev.id)
-            if prev is None or _order(ev) > _order(prev[1]):
-                if prev is not None:
-                    result.superseded += 1
-                newest[ev.id] = (m, ev)
-            else:
-                result.superseded += 1
-        if not newest:
+            by_listing.setdefault(ev.id, []).append((m, ev))
+        if not by_listing:
             return result
+        for evs in by_listing.values():  # newest first; on a tie the earlier offset (a stable sort)
+            evs.sort(key=lambda me: _order(me[1]), reverse=True)
 
-        current = self._current(list(newest))
-        upserts, deletes = [], []
-        for lid, (m, ev) in newest.items():
-            cur = current.get(lid)
-            cur_ts = cur["updated_at"] if cur and cur.get("updated_at") is not None else None
-            if isinstance(ev, ListingUpserted):
-                if cur_ts is not None and epoch_ms(ev.updated_at) <= cur_ts:
-                    result.stale += 1
-                else:
-                    upserts.append((m, ev))
-            else:
-                if cur_ts is not None and epoch_ms(ev.deleted_at) < cur_ts:
+        current = self._current(list(by_listing))
+        rows: list[ListingVector] = []
+        meta_rows: list[dict[str, Any]] = []
+        emb_rows: list[dict[str, Any]] = []
+        events_written: list[tuple[Message, ListingUpserted]] = []
+        deletes: list[tuple[Message, ListingDeleted, dict | None]] = []
+        # the newest event of each listing; when its image cannot be fetched or embedded (dead-lettered),
+        # the next newest, as if the two had come in separate batches: a batch boundary changes nothing
+        todo = list(by_listing)
+        while todo:
+            upserts = []
+            for lid in todo:
+                m, ev = by_listing[lid].pop(0)
+                cur = current.get(lid)
+                cur_ts = cur["updated_at"] if cur and cur.get("updated_at") is not None else None
+                if isinstance(ev, ListingUpserted):
+                    if cur_ts is not None and epoch_ms(ev.updated_at) <= cur_ts:
+                        result.stale += 1
+                    else:
+                        upserts.append((m, ev))
+                elif cur_ts is not None and epoch_ms(ev.deleted_at) < cur_ts:
                     result.stale += 1
                 else:
                     deletes.append((m, ev, cur))
+            failed = self._embed(upserts, result, rows, meta_rows, emb_rows, events_written)
+            todo = [lid for lid in failed if by_listing[lid]]
+        result.superseded = sum(len(evs) for evs in by_listing.values())  # older events never needed
 
-        rows, meta_rows, emb_rows, events_written = self._embed(upserts, result)
         # Milvus and the embedding view in parallel; the metadata view (version marker) after both
         pending = [self._sinks.submit(self.features.push, "item_embedding_push", emb_rows)] if emb_rows else []
         if rows:
@@ -164,13 +172,14 @@ class ListingProcessor:
 
     # -- images and vectors ------------------------------------------------------------------
 
-    def _embed(self, upserts: list[tuple[Message, ListingUpserted]], result: BatchResult):
-        rows: list[ListingVector] = []
-        meta_rows: list[dict[str, Any]] = []
-        emb_rows: list[dict[str, Any]] = []
-        written: list[tuple[Message, ListingUpserted]] = []
+    def _embed(self, upserts: list[tuple[Message, ListingUpserted]], result: BatchResult, rows: list[ListingVector],
+               meta_rows: list[dict[str, Any]], emb_rows: list[dict[str, Any]],
+               written: list[tuple[Message, ListingUpserted]]) -> list[str]:
+        """Fetch and embed `upserts`, appending the rows to write; dead-letters the failures and
+        returns their listing ids."""
+        failed: list[str] = []
         if not upserts:
-            return rows, meta_rows, emb_rows, written
+            return failed
         needs_images = getattr(self.embedder, "needs_images", True)
         fetched = list(self._pool.map(self._fetch_with_retry, [ev.image_uri for _, ev in upserts])) \
             if needs_images else [(b"", None)] * len(upserts)
@@ -178,6 +187,7 @@ class ListingProcessor:
         for (m, ev), (data, err) in zip(upserts, fetched, strict=True):
             if err is not None:
                 result.dead.append(DeadLetterItem(m, f"image: {err.reason}", "fetch", err.attempts))
+                failed.append(ev.id)
             else:
                 ok.append((m, ev, data))
         vectors = self._embed_with_retry([d for _, _, d in ok], [ev.image_uri for _, ev, _ in ok])
@@ -185,10 +195,12 @@ class ListingProcessor:
         for (m, ev, _), vec in zip(ok, vectors, strict=True):
             if isinstance(vec, EmbedderError):
                 result.dead.append(DeadLetterItem(m, f"embedder: {vec.reason}", "embedder"))
+                failed.append(ev.id)
                 continue
             vec = np.asarray(vec, np.float32)
             if not np.all(np.isfinite(vec)):
                 result.dead.append(DeadLetterItem(m, "embedder returned NaN/inf", "embedder"))
+                failed.append(ev.id)
                 continue
             ts = epoch_ms(ev.updated_at)
             rows.append(ListingVector(ev.id, vec.tolist(), ev.shop_id, ev.category, float(ev.price),
@@ -199,7 +211,7 @@ class ListingProcessor:
                               "category": ev.category, "price": float(ev.price), "currency": ev.currency,
                               "image_uri": ev.image_uri, "active": ev.active, "updated_at": ts})
             written.append((m, ev))
-        return rows, meta_rows, emb_rows, written
+        return failed
 
     def _fetch_with_retry(self, uri: str) -> tuple[bytes, _Failure | None]:
         for attempt in range(1, self.max_attempts + 1):

@@ -57,6 +57,20 @@ def test_upserts_land_in_milvus_and_feast(processor, vectors, features) -> None:
     assert len(res.freshness_s) == 5
 
 
+def test_a_dead_lettered_newest_event_falls_back_to_the_next_newest(processor, vectors, features) -> None:
+    """As if each event had come in its own batch: the deactivation (t=5) applies, the newer upsert
+    whose image is gone (t=6) is dead-lettered, and nothing older is silently dropped."""
+    processor.process(as_messages([upsert("x", 1, title="live")]))
+    gone = str(DATA_DIR / "nope.jpg")
+    res = processor.process(as_messages([upsert("x", 5, title="off", active=False), upsert("x", 6, image=gone),
+                                         delete("y", 2), upsert("y", 7, image=gone), upsert("z", 3, title="z3"),
+                                         upsert("z", 4, image=gone), upsert("z", 2, title="z2")]))
+    assert [d.message.offset for d in res.dead] == [1, 3, 5]  # the three image failures, and only those
+    assert (res.upserted, res.deleted, res.superseded) == (2, 1, 1)  # x5 and z3 written, y deleted, z2 unneeded
+    assert meta(features, "x")["active"] is False and meta(features, "x")["title"] == "off"
+    assert meta(features, "z")["title"] == "z3" and vectors.get(["y"]) == []
+
+
 def test_older_event_never_overwrites_newer_and_replays_change_nothing(processor, vectors, features) -> None:
     processor.process(as_messages([upsert("l-1", minutes=10, title="v10", price=20)]))
     res = processor.process(as_messages([upsert("l-1", minutes=5, title="v5")]))  # late, older
