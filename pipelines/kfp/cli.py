@@ -68,6 +68,16 @@ def cmd_local(args) -> int:
     return 0
 
 
+def cmd_promote(args) -> int:
+    from . import ops
+
+    res = ops.promote(args.plan, milvus_uri=args.milvus_uri, alias=args.alias,
+                      feast_config=json.loads(args.feast_config) if args.feast_config else None,
+                      min_fraction=args.min_fraction)
+    print(json.dumps(res, indent=2, default=str))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from .pipeline import DEFAULT_IMAGE
 
@@ -100,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="pipeline parameter or run_local option (JSON values)")
     p.set_defaults(fn=cmd_local)
+    p = sub.add_parser("promote", help="switch the serving alias to a run's backfilled collection (after a canary)")
+    p.add_argument("--plan", required=True, help="the run's backfill plan artifact (a directory with plan.json)")
+    p.add_argument("--milvus-uri", required=True)
+    p.add_argument("--alias", default="listings")
+    p.add_argument("--feast-config", default="", help="JSON, as the pipeline's feast_config parameter (omit: no Feast)")
+    p.add_argument("--min-fraction", type=float, default=0.95, help="share of the catalogue the collection must hold")
+    p.set_defaults(fn=cmd_promote)
     args = ap.parse_args(argv)
     return args.fn(args)
 

@@ -145,14 +145,18 @@ def backfill_shard(onnx_model: Input[Model], plan: Input[Artifact], shard: int, 
     return res["written"]
 
 
-def switch_alias(plan: Input[Artifact], milvus_uri: str, milvus_alias: str, feast_enabled: bool, feast_config: dict,
-                 min_fraction: float, metrics: Output[Metrics]) -> str:
-    """Blue/green: verify the new collection, push its vectors to Feast, point the serving alias at it."""
+def switch_alias(plan: Input[Artifact], deployment: Input[Artifact], milvus_uri: str, milvus_alias: str,
+                 feast_enabled: bool, feast_config: dict, min_fraction: float, metrics: Output[Metrics]) -> str:
+    """Blue/green: verify the new collection, push its vectors to Feast, point the serving alias at it;
+    refused while the deploy step left the new model on a canary share of the traffic."""
     import logging
 
     from pipelines.kfp import ops
 
     logging.basicConfig(level=logging.INFO)
+    blocked = ops.alias_switch_blocked(dict(deployment.metadata))
+    if blocked:
+        raise RuntimeError(f"alias not switched: {blocked}")
     res = ops.promote(plan.path, milvus_uri=milvus_uri, alias=milvus_alias,
                       feast_config=feast_config if feast_enabled else None, min_fraction=min_fraction)
     logging.info("promoted %s", res)

@@ -76,6 +76,15 @@ def render(template: dict, *, model_uri: str, model_version: str, name: str | No
     return obj
 
 
+def new_model_traffic_percent(obj: dict) -> int:
+    """Share of the traffic the rendered InferenceService sends to the new revision: its
+    ``canaryTrafficPercent`` unless the object runs in RawDeployment mode (which KServe deploys
+    all at once, ignoring the canary), else 100."""
+    canary = (obj.get("spec") or {}).get("predictor", {}).get("canaryTrafficPercent")
+    mode = ((obj.get("metadata") or {}).get("annotations") or {}).get(MODE_ANNOTATION, "")
+    return 100 if canary is None or mode == "RawDeployment" else int(canary)
+
+
 def is_ready(obj: dict) -> tuple[bool, str]:
     """(Ready for the current generation, reason)."""
     st = obj.get("status") or {}
@@ -248,7 +257,8 @@ def run_deploy(*, model_uri: str, model_version: str, out_dir: str | Path, mode:
     if crd is not None:
         k8s_schema.validate(obj, crd)
     result = {"mode": mode, "name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"],
-              "model_uri": model_uri, "model_version": model_version, "schema_checked": crd is not None}
+              "model_uri": model_uri, "model_version": model_version, "schema_checked": crd is not None,
+              "new_model_traffic_percent": new_model_traffic_percent(obj)}
     if mode == "apply":
         res = Deployer(api or custom_objects_api(), timeout_s=timeout_s).deploy(obj)
         result.update(res.to_dict())

@@ -430,6 +430,20 @@ def feast_client(feast_config: dict):
     return client
 
 
+def alias_switch_blocked(deployment: dict) -> str:
+    """Why the serving alias must not move yet ('' when it may): the deploy step left the new model
+    serving only a canary share, so the old model still embeds the rest of the queries, and an
+    alias pointing at the new collection would search those with the wrong model's vectors."""
+    if deployment.get("mode") != "apply":
+        return ""  # the pipeline did not deploy the embedder (skip / dry-run): nothing is split
+    share = int(deployment.get("new_model_traffic_percent", 100))
+    if share >= 100:
+        return ""
+    return (f"the new model serves {share}% of the embedder's traffic (a canary): the alias stays where it is so "
+            f"queries embedded by the old model keep meeting the old model's vectors; when the rollout is at 100%, "
+            f"run `python -m pipelines.kfp.cli promote --plan <this run's plan artifact> ...`")
+
+
 def promote(plan_dir, *, milvus_uri: str, alias: str, feast_config: dict | None = None, min_fraction: float = 0.95,
             chunk: int = 500) -> dict:
     """Blue/green switch: check the new collection is complete, publish its vectors to Feast, point the alias."""

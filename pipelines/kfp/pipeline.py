@@ -4,7 +4,9 @@ new versioned collection) -> deploy (KServe revision, canary, rollback) -> switc
 Two variants are compiled from the same graph: ``gpu`` (the train step gets an accelerator type and limit,
 a nodeSelector and tolerations, all run parameters) and ``cpu`` (no accelerator: small runs, local runs).
 The backfill is written to a new collection and only becomes visible (alias switch) after the new model's
-InferenceService is Ready, so queries embedded by the new model never meet vectors of the old one.
+InferenceService is Ready and serves all the traffic, so queries embedded by one model never meet vectors of
+the other. With a canary share (canary_traffic_percent < 100 outside RawDeployment mode) the switch step
+refuses; once the rollout is at 100%, `python -m pipelines.kfp.cli promote` switches the alias.
 """
 
 
@@ -105,7 +107,8 @@ def build_pipeline(image: str = DEFAULT_IMAGE, gpu: bool = True, backfill_parall
                                 kserve_deployment_mode=kserve_deployment_mode, ready_timeout_s=ready_timeout_s,
                                 registry_root=registry_root).set_display_name("deploy KServe revision")
         dep.after(emb)
-        sw = c["switch_alias"](plan=plan.outputs["plan"], milvus_uri=milvus_uri, milvus_alias=milvus_alias,
+        sw = c["switch_alias"](plan=plan.outputs["plan"], deployment=dep.outputs["manifest"],
+                               milvus_uri=milvus_uri, milvus_alias=milvus_alias,
                                feast_enabled=feast_enabled, feast_config=feast_config,
                                min_fraction=min_backfill_fraction).set_display_name("backfill: switch alias")
         sw.after(dep)

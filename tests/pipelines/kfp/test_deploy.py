@@ -49,6 +49,13 @@ def test_full_rollout_drops_canary_and_mode_override():
     assert k8s_schema.validation_errors(obj, CRD) == []
 
 
+@pytest.mark.parametrize("canary, mode, share", [(10, "Serverless", 10), (100, "Serverless", 100),
+                                                  (10, "RawDeployment", 100), (None, "Serverless", 100)])
+def test_new_model_traffic_share(canary, mode, share):
+    """What the alias switch waits for: RawDeployment ignores a canary; Serverless splits the traffic."""
+    assert deploy.new_model_traffic_percent(rendered(canary=canary, deployment_mode=mode)) == share
+
+
 def test_schema_catches_mistakes():
     obj = rendered()
     bad = copy.deepcopy(obj)
@@ -235,6 +242,7 @@ def test_run_deploy_apply_marks_registry_and_dry_run_writes_manifest(tmp_path):
                      schema_dir=str(SCHEMA_DIR), registry_root=str(tmp_path / "registry"),
                      model_name="adrec-visual-embedder", api=api)
     assert res["action"] == "created" and res["ready"]
+    assert res["new_model_traffic_percent"] == deploy.new_model_traffic_percent(obj)
     dep = yaml.safe_load((tmp_path / "registry" / "adrec-visual-embedder" / "deployed.json").read_text())
     assert dep["version"] == VER and dep["uri"] == URI
     assert run_deploy(model_uri=URI, model_version=VER, out_dir=tmp_path / "skip", mode="skip") == {"mode": "skip"}

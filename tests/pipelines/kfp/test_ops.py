@@ -116,3 +116,23 @@ def test_deployed_model_on_another_protocol_or_data_is_not_compared(tmp_path, mo
         {"data_hash": "h1", "metrics": {"protocol": "catalogue", "finetuned": {ops.PRIMARY_TASK: {"p@1": 0.9}}}}))
     with pytest.raises(ops.GateFailed, match="deployed 0.900"):
         ops.evaluate_and_gate(Cfg(), tmp_path, tmp_path / "eval", registry_root=str(tmp_path / "registry"))
+
+
+def test_the_alias_waits_for_the_new_model_to_serve_all_traffic() -> None:
+    blocked = ops.alias_switch_blocked({"mode": "apply", "new_model_traffic_percent": 10})
+    assert "10% of the embedder's traffic" in blocked and "pipelines.kfp.cli promote" in blocked
+    assert ops.alias_switch_blocked({"mode": "apply", "new_model_traffic_percent": 100}) == ""
+    assert ops.alias_switch_blocked({"mode": "skip"}) == ""  # the pipeline did not deploy: nothing split
+    assert ops.alias_switch_blocked({"mode": "dry-run", "new_model_traffic_percent": 10}) == ""
+
+
+def test_cli_promote_switches_with_the_given_plan(monkeypatch, tmp_path, capsys) -> None:
+    from pipelines.kfp import cli
+
+    calls = []
+    monkeypatch.setattr(ops, "promote", lambda plan, **kw: calls.append((plan, kw)) or {"collection": "listings_v2"})
+    assert cli.main(["promote", "--plan", str(tmp_path), "--milvus-uri", "http://127.0.0.1:19530",
+                     "--feast-config", '{"registry_path": "r.db"}', "--min-fraction", "0.9"]) == 0
+    assert calls == [(str(tmp_path), {"milvus_uri": "http://127.0.0.1:19530", "alias": "listings",
+                                      "feast_config": {"registry_path": "r.db"}, "min_fraction": 0.9})]
+    assert json.loads(capsys.readouterr().out) == {"collection": "listings_v2"}
