@@ -52,7 +52,11 @@ class FeatureStoreConfig(BaseModel):
             conn = self.redis.connection_string
             if self.timeout_s is not None:  # parsed by Feast as JSON values into redis.Redis(**kwargs)
                 conn += f",socket_timeout={self.timeout_s},socket_connect_timeout={self.timeout_s},retry=null"
-            online: dict[str, Any] = {"type": "redis", "connection_string": conn}
+            # skip_dedup: Feast's Redis store would keep a row only if its event timestamp (the writer's
+            # clock) is newer than the stored one, silently dropping a newer version written by a replica
+            # whose clock is behind, or a delete tied with the upsert it beats. The writers order versions
+            # themselves (ingest compares `updated_at`, one consumer per listing's partition), like SQLite.
+            online: dict[str, Any] = {"type": "redis", "connection_string": conn, "skip_dedup": True}
         else:
             Path(self.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
             online = {"type": "sqlite", "path": str(Path(self.sqlite_path).resolve())}
