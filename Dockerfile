@@ -20,7 +20,7 @@ COPY requirements/main.lock /tmp/main.lock
 RUN python -m venv /opt/venv \
  && pip install --constraint /tmp/main.lock \
         fastapi uvicorn uvloop httptools python-multipart orjson httpx confluent-kafka pymilvus \
-        "feast[redis]" redis pydantic pydantic-settings prometheus-client pyyaml numpy pillow kserve
+        "feast[redis]" "psycopg[binary]" redis pydantic pydantic-settings prometheus-client pyyaml numpy pillow kserve
 
 FROM base AS deps-platform
 COPY requirements/main.lock requirements/weights.txt /tmp/

@@ -65,13 +65,20 @@ class FeatureStoreConfig(BaseModel):
         return RepoConfig(
             project=self.project,
             provider="local",
-            registry=RegistryConfig(path=self.registry_path, cache_ttl_seconds=self.registry_cache_ttl_s,
-                                    registry_type="sql" if self.registry_path.startswith(SQL_URLS) else "file"),
+            registry=self._registry(),
             online_store=online,
             offline_store={"type": "file"},
             entity_key_serialization_version=3,
             repo_path=REPO_PATH,
         )
+
+
+    def _registry(self) -> RegistryConfig:
+        if self.registry_path.startswith(SQL_URLS):  # Feast's SQL registry wants its own config class
+            from feast.infra.registry.sql import SqlRegistryConfig
+
+            return SqlRegistryConfig(path=self.registry_path, cache_ttl_seconds=self.registry_cache_ttl_s)
+        return RegistryConfig(path=self.registry_path, cache_ttl_seconds=self.registry_cache_ttl_s, registry_type="file")
 
 
 class FeatureStoreError(RuntimeError):
