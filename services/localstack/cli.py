@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"adrec local platform (run dir {settings.run_dir})", flush=True)
     try:
         endpoints = sup.up()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while starting: up() stopped what had started
+        print("interrupted while starting; stopped.", flush=True)
+        return 130
     except Exception as exc:  # noqa: BLE001 - report, everything started was stopped by up()
         logging.getLogger(__name__).debug("start failed", exc_info=True)
         print(f"failed to start: {exc}", file=sys.stderr, flush=True)

@@ -70,17 +70,24 @@ class ManagedProcess:
         log.debug("started %s pid=%s", self.name, self._proc.pid)
 
     def wait_ready(self, check: Callable[[], bool], timeout: float, interval: float = 0.25) -> None:
+        """Wait until `check()` is true; if it never is, or the wait is interrupted (Ctrl-C, SIGTERM
+        raised as KeyboardInterrupt), stop the process: it runs in its own session and would outlive us."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.running():
-                raise ProcessError(f"{self.name} exited with code {self._proc.returncode if self._proc else '?'} "
-                                   f"before it was ready; last log lines:\n{self.tail()}")
-            try:
-                if check():
-                    return
-            except Exception:  # noqa: BLE001 - readiness probes fail until ready
-                pass
-            time.sleep(interval)
+        try:
+            while time.monotonic() < deadline:
+                if not self.running():
+                    raise ProcessError(f"{self.name} exited with code "
+                                       f"{self._proc.returncode if self._proc else '?'} "
+                                       f"before it was ready; last log lines:\n{self.tail()}")
+                try:
+                    if check():
+                        return
+                except Exception:  # noqa: BLE001 - readiness probes fail until ready
+                    pass
+                time.sleep(interval)
+        except BaseException:
+            self.stop()
+            raise
         self.stop()
         raise ProcessError(f"{self.name} not ready after {timeout:.0f}s; last log lines:\n{self.tail()}")
 

@@ -61,13 +61,18 @@ class Supervisor:
     # -- start ---------------------------------------------------------------------------
 
     def up(self) -> dict[str, str]:
+        """Start everything; on an error, Ctrl-C or SIGTERM meanwhile, stop what had started and raise
+        (SIGTERM as KeyboardInterrupt: the children run in their own sessions and would outlive us)."""
         s = self.settings
-        if s.fresh and s.run_dir.exists():
-            shutil.rmtree(s.run_dir)
         s.run_dir.mkdir(parents=True, exist_ok=True)
-        stale = stop_stale(s.run_dir)
+        stale = stop_stale(s.run_dir)  # before --fresh wipes their pid files with the data
         if stale:
             self.echo(f"stopped {stale} process(es) left by an earlier run")
+        if s.fresh:
+            shutil.rmtree(s.run_dir)
+            s.run_dir.mkdir(parents=True)
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGTERM, _interrupt) if main else None
         try:
             self._start_infra()
             for spec in self.services if s.services else []:
@@ -75,6 +80,9 @@ class Supervisor:
         except BaseException:
             self.down()
             raise
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, old)
         self._write_state()
         return dict(self.endpoints)
 
@@ -187,6 +195,10 @@ class Supervisor:
                 self.echo(f"  stopped {r.name}")
             except Exception as exc:  # noqa: BLE001 - keep stopping the rest
                 self.echo(f"  failed to stop {r.name}: {exc}")
+
+
+def _interrupt(signum: int, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def stop_stale(run_dir: Path) -> int:

@@ -74,3 +74,35 @@ def test_stop_cleans_up_after_a_crashed_supervisor(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_up_fresh_stops_what_a_crashed_run_left_before_wiping_its_pid_files(tmp_path: Path) -> None:
+    crashed = start_up(tmp_path)
+    try:
+        read_until(crashed, "Ctrl-C to stop.", timeout_s=180)
+        crashed.kill()
+        crashed.wait(timeout=10)
+        assert processes_mentioning(str(tmp_path))
+        env = {**os.environ, "ADREC_LOCAL_RUN_DIR": str(tmp_path), "ADREC_LOCAL_KAFKA_PORT": "0",
+               "ADREC_LOCAL_KAFKA_CONTROLLER_PORT": "0", "ADREC_LOCAL_MILVUS_PORT": "0",
+               "ADREC_LOCAL_REDIS_PORT": "0", "PYTHONUNBUFFERED": "1"}
+        fresh = subprocess.Popen([sys.executable, "-m", "services.localstack", "up", "--redis", "--infra-only",
+                                  "--fresh"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True)
+        try:
+            out = read_until(fresh, "starting kafka", timeout_s=120)
+            assert "stopped 3 process(es) left by an earlier run" in out, out
+            # SIGTERM while it starts (a pod or a terminal closing): what it started is stopped too
+            fresh.send_signal(signal.SIGTERM)
+            rest = rest_of_output(fresh, timeout_s=120)
+            assert fresh.returncode == 130 and "interrupted while starting" in rest, rest
+            time.sleep(0.5)
+            assert processes_mentioning(str(tmp_path)) == []
+        finally:
+            if fresh.poll() is None:
+                fresh.kill()
+    finally:
+        if crashed.poll() is None:
+            crashed.kill()
+        subprocess.run([sys.executable, "-m", "services.localstack", "stop"], cwd=REPO,
+                       env={**os.environ, "ADREC_LOCAL_RUN_DIR": str(tmp_path)}, capture_output=True)
