@@ -92,9 +92,56 @@ def test_gpu_profile_puts_the_embedder_on_the_gpu_pool_and_default_does_not() ->
     assert "nvidia.com/gpu" not in c["resources"]["limits"] and c["image"].endswith("-cpu")
 
 
-def test_canary_percent_is_passed_through() -> None:
+def test_canary_percent_is_passed_through_in_serverless_mode() -> None:
     assert "canaryTrafficPercent" not in embedder(render())
-    assert embedder(render("--set", "embedder.canaryTrafficPercent=10"))["canaryTrafficPercent"] == 10
+    docs = render("--set", "embedder.deploymentMode=Serverless", "--set", "embedder.canaryTrafficPercent=10")
+    (isvc,) = by_kind(docs, "InferenceService")
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert "serving.kserve.io/autoscalerClass" not in isvc["metadata"]["annotations"]
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    (c,) = isvc["spec"]["predictor"]["containers"]
+    assert [p["name"] for p in c["ports"]] == ["http1"]  # Knative allows one container port
+    jsonschema.validate(isvc, crd_schema())
+
+
+def test_default_mode_is_raw_deployment_with_the_hpa() -> None:
+    (isvc,) = by_kind(render(), "InferenceService")
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "hpa"
+
+
+def test_canary_percent_in_raw_deployment_mode_fails_rendering() -> None:
+    res = subprocess.run([HELM, "template", "rel", str(CHART), "--kube-version", KUBE,
+                          "--set", "embedder.canaryTrafficPercent=10"], capture_output=True, text=True)
+    assert res.returncode != 0
+    assert "embedder.canaryTrafficPercent needs embedder.deploymentMode=Serverless" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_embedder_serves_under_the_model_name_the_clients_call(profile: str) -> None:
+    docs = render(*PROFILES[profile], "--set", "embedder.modelName=other-embedder")
+    (c,) = embedder(docs)["containers"]
+    assert "--model_name=other-embedder" in c["args"]
+    for d in by_kind(docs, "Deployment"):
+        env = {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["ADREC_EMBEDDER_CLIENT__MODEL_NAME"] == "other-embedder"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_embedder_liveness_waits_for_a_startup_probe(profile: str) -> None:
+    (c,) = embedder(render(*PROFILES[profile]))["containers"]
+    probe = c["startupProbe"]
+    assert probe["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 180  # model load + warm-up
+    assert "livenessProbe" in c
+
+
+def test_embedder_onnx_threads_match_the_cpu_limit() -> None:
+    (c,) = embedder(render())["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["ADREC_EMBEDDER__INTRA_OP_THREADS"] == "4" == str(c["resources"]["limits"]["cpu"])
+    (c,) = embedder(render("--set", "embedder.intraOpThreads=2"))["containers"]
+    assert {"name": "ADREC_EMBEDDER__INTRA_OP_THREADS", "value": "2"} in c["env"]
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -123,6 +170,46 @@ def test_services_get_the_shared_environment_and_recommended_labels() -> None:
     assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
 
 
+@pytest.mark.parametrize("profile", PROFILES)
+def test_hook_job_uses_nothing_created_after_the_hooks(profile: str) -> None:
+    docs = render(*PROFILES[profile])
+    (hook,) = by_kind(docs, "Job")
+    assert "helm.sh/hook" in hook["metadata"]["annotations"]
+    later = {(d["kind"], d["metadata"]["name"]) for d in docs
+             if "helm.sh/hook" not in (d["metadata"].get("annotations") or {})}
+    spec = hook["spec"]["template"]["spec"]
+    assert ("ServiceAccount", spec.get("serviceAccountName", "default")) not in later
+    assert spec["automountServiceAccountToken"] is False  # it talks to Kafka, not the API server
+    for v in spec.get("volumes", []):
+        assert ("ConfigMap", v.get("configMap", {}).get("name")) not in later
+
+
+@pytest.mark.parametrize("hpa, replicas", [("true", None), ("false", 3)])
+def test_recommender_replicas_are_left_to_the_hpa_when_it_is_on(hpa: str, replicas: int | None) -> None:
+    docs = render("--set", f"recommender.autoscaling.enabled={hpa}", "--set", "recommender.replicas=3")
+    (rec,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "rel-adrec-recommender"]
+    assert rec["spec"].get("replicas") == replicas
+    assert len(by_kind(docs, "HorizontalPodAutoscaler")) == (hpa == "true")
+
+
+def test_every_service_monitor_endpoint_matches_a_service_port() -> None:
+    docs = render("--set", "monitoring.serviceMonitor.enabled=true")
+    services = by_kind(docs, "Service")
+    (sm,) = by_kind(docs, "ServiceMonitor")
+    selector = sm["spec"]["selector"]["matchLabels"]
+    selected = [s for s in services if selector.items() <= s["metadata"]["labels"].items()]
+    for ep in sm["spec"]["endpoints"]:
+        assert any(p["name"] == ep["port"] for s in selected for p in s["spec"]["ports"]), ep
+    scraped = {s["metadata"]["labels"]["app.kubernetes.io/component"] for s in selected
+               if {p["name"] for p in s["spec"]["ports"]} & {ep["port"] for ep in sm["spec"]["endpoints"]}}
+    assert {"recommender", "ingest", "abmetrics"} <= scraped
+    (ingest,) = [s for s in services if s["metadata"]["labels"]["app.kubernetes.io/component"] == "ingest"]
+    (dep,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "rel-adrec-ingest"]
+    assert ingest["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert ingest["spec"]["ports"][0]["targetPort"] in {p["name"] for p in container["ports"]}
+
+
 @pytest.mark.parametrize("profile, expected", [("default", "false"), ("dev", "true")])
 def test_demo_page_is_off_by_default_and_on_in_dev(profile: str, expected: str) -> None:
     (rec,) = [d for d in by_kind(render(*PROFILES[profile]), "Deployment") if d["metadata"]["name"].endswith("recommender")]
@@ -137,6 +224,9 @@ def test_demo_page_is_off_by_default_and_on_in_dev(profile: str, expected: str) 
     ({"kafka": {"bootstrapServers": "no-port"}}, "bootstrapServers"),
     ({"milvus": {"dim": 1}}, "dim"),
     ({"recommender": {"replica": 3}}, "replica"),  # a typo is not silently ignored
+    ({"embedder": {"gpuResources": {"accelerator": "nvidia-tesla-t4"}}}, "accelerator"),  # no template used it
+    ({"embedder": {"deploymentMode": "Knative"}}, "deploymentMode"),
+    ({"embedder": {"intraOpThreads": -1}}, "intraOpThreads"),
 ])
 def test_wrong_values_are_rejected_by_the_schema(tmp_path: Path, values: dict, fragment: str) -> None:
     f = tmp_path / "bad.yaml"
