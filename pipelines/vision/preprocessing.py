@@ -22,6 +22,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 RESIZE_POLICIES = ("letterbox", "stretch")
+# The image containers training and serving decode (Image.open's `formats`). Pillow opens many
+# more (ICNS, ICO, PSD, ...), some of which declare one size in the header and decode another
+# (an ICNS declaring 128x128 may embed a 13000x13000 PNG), so the pixel limit checked on the
+# header could not be trusted for them.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ def load_rgb(path: str | Path) -> Image.Image:
     if not p.is_file():
         raise ImageDecodeError(f"missing image: {p}")
     try:
-        with Image.open(p) as im:
+        with Image.open(p, formats=IMAGE_FORMATS) as im:
             im.load()
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
@@ -117,7 +122,7 @@ def preprocess_bytes(data: bytes, spec: PreprocessSpec) -> np.ndarray:
     import io
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as im:
             im.load()
             img = im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:

@@ -71,22 +71,35 @@ class DynamicBatcher:
     # -- client side ---------------------------------------------------------------------
 
     async def submit(self, x: np.ndarray) -> np.ndarray:
-        """Rows of `x` -> rows of the output, in order (split when larger than a batch)."""
+        """Rows of `x` -> rows of the output, in order (split when larger than a batch).
+
+        The whole request is checked against the queue limit and queued at once (its parts, when
+        split, with no await in between): it is refused or queued entirely, never half run."""
         if self._closed:
             raise RuntimeError("batcher is closed")
-        if x.shape[0] > self.max_batch_size:
-            parts = await asyncio.gather(*(self.submit(x[i:i + self.max_batch_size])
-                                           for i in range(0, x.shape[0], self.max_batch_size)))
-            return np.concatenate(parts)
-        if self._queued_rows + x.shape[0] > self.max_queue_rows:
-            raise QueueFull(f"{self._queued_rows} images queued (limit {self.max_queue_rows})")
+        n = x.shape[0]
+        if self._queued_rows + n > self.max_queue_rows:
+            raise QueueFull(f"{self._queued_rows} images queued, this request has {n} (limit {self.max_queue_rows})")
         self._ensure_started()
         loop = asyncio.get_running_loop()
-        job = _Job(x, loop.create_future(), loop.time())
-        self._jobs.append(job)
-        self._queued_rows += x.shape[0]
+        now = loop.time()
+        if n <= self.max_batch_size:
+            job = _Job(x, loop.create_future(), now)
+            self._jobs.append(job)
+            self._queued_rows += n
+            self._wake.set()
+            return await job.future
+        jobs = [_Job(x[i:i + self.max_batch_size], loop.create_future(), now)
+                for i in range(0, n, self.max_batch_size)]
+        self._jobs.extend(jobs)
+        self._queued_rows += n
         self._wake.set()
-        return await job.future
+        try:
+            return np.concatenate([await j.future for j in jobs])
+        finally:
+            for j in jobs:  # a part failed or the client went away: the other parts need not run
+                if not j.future.cancel() and not j.future.cancelled():
+                    j.future.exception()  # already answered: mark its error (if any) retrieved
 
     # -- batching loop -------------------------------------------------------------------
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipelines.vision.preprocessing import ImageDecodeError, PreprocessSpec, preprocess_bytes
+from pipelines.vision.preprocessing import IMAGE_FORMATS, ImageDecodeError, PreprocessSpec, preprocess_bytes
+
+SUPPORTED = "JPEG, PNG, WebP, GIF, BMP or TIFF"  # IMAGE_FORMATS, for messages
 
 
 class BadInput(ValueError):
@@ -59,13 +61,17 @@ def check_header(data: bytes, limits: ImageLimits) -> tuple[str, int, int]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:  # lazy: reads the header
+            # lazy: reads the header; only the formats training decodes (IMAGE_FORMATS)
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as im:
                 fmt, (w, h) = im.format or "?", im.size
     except Image.DecompressionBombError as exc:  # Pillow's own guard (2x Image.MAX_IMAGE_PIXELS)
         raise BadInput("too_many_pixels", f"image too large: {exc}") from None
     except UnidentifiedImageError:
-        raise BadInput("not_an_image", "not an image: the bytes match no known image format "
-                                       "(send JPEG, PNG, WebP, ...)") from None
+        other = _other_format(data)
+        if other:
+            raise BadInput("unsupported_format", f"unsupported image format {other}: send {SUPPORTED}") from None
+        raise BadInput("not_an_image", f"not an image: the bytes match no supported image format "
+                                       f"(send {SUPPORTED})") from None
     except Exception as exc:  # noqa: BLE001 - any parser failure is the client's bad image
         raise BadInput("not_an_image", f"not a decodable image ({type(exc).__name__}: {exc})") from None
     if w <= 0 or h <= 0:
@@ -73,6 +79,20 @@ def check_header(data: bytes, limits: ImageLimits) -> tuple[str, int, int]:
     if w * h > limits.max_pixels:
         raise BadInput("too_many_pixels", f"image is {w}x{h} = {w * h} pixels, limit {limits.max_pixels} pixels")
     return fmt, w, h
+
+
+def _other_format(data: bytes) -> str | None:
+    """The Pillow format outside IMAGE_FORMATS whose signature `data` starts with, if any (for the
+    error message only: a signature check, nothing is parsed)."""
+    prefix = data[:16]
+    for fmt, (_, accept) in list(Image.OPEN.items()):
+        if fmt not in IMAGE_FORMATS and accept is not None:
+            try:
+                if accept(prefix):
+                    return fmt
+            except Exception:  # noqa: BLE001, S112 - a plugin's signature check, best effort
+                continue
+    return None
 
 
 def decode_image(data: bytes, spec: PreprocessSpec, limits: ImageLimits) -> np.ndarray:

@@ -6,7 +6,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from services.common.metrics import Metrics
 
-from .batcher import BatchStats
+from .batcher import BatchStats, DynamicBatcher
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256)
 
@@ -46,6 +46,10 @@ class EmbedderMetrics:
 
     def images_done(self, kind: str, n: int) -> None:
         self._child(self.images, kind).inc(n)
+
+    def watch_queue(self, batcher: DynamicBatcher) -> None:
+        """queued_images reads the batcher's queue when scraped (nothing to do per request)."""
+        self.queued.set_function(lambda: batcher.queued_rows)
 
     def observe_batch(self, s: BatchStats) -> None:
         self.batch_size.observe(s.rows)

@@ -61,6 +61,7 @@ class EmbedderModel(Model):
                                       max_concurrent_batches=c.max_concurrent_batches,
                                       max_queue_rows=c.max_queue_images, in_flight=lambda: self._in_flight,
                                       on_batch=self.metrics.observe_batch)
+        self.metrics.watch_queue(self.batcher)
         self.metrics.model_info.labels(self.name, self.version, self.backend.description).set(1)
         self.ready = True
         return self.ready
@@ -116,6 +117,9 @@ class EmbedderModel(Model):
             raise
         except ServerNotReady:
             status = "overloaded"
+            raise
+        except asyncio.CancelledError:  # the client went away or its deadline passed (not an Exception)
+            status = "cancelled"
             raise
         except Exception:
             status = "error"

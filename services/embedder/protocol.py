@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, deserialize_bytes_tensor
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from .decoding import BadInput, ImageLimits, b64decode
 
 OUTPUT_NAME = "embedding"
 BYTES_INPUT, TENSOR_INPUT = "image_bytes", "images"
+_LENGTH = struct.Struct("<I")
 
 
 @dataclass
@@ -80,20 +82,55 @@ def parse_v1(body: Any, limits: ImageLimits, max_images: int) -> Parsed:
     return Parsed("v1", images=[_v1_instance(i, inst, limits) for i, inst in enumerate(instances)])
 
 
+def bytes_elements(raw: bytes, count: int) -> list[bytes]:
+    """A binary BYTES tensor (each element a 4-byte little-endian length, then its bytes: what
+    kserve's deserialize_bytes_tensor reads) holding exactly `count` elements. Reads at most
+    `count` elements, so a huge buffer of tiny elements costs nothing before it is refused."""
+    out: list[bytes] = []
+    offset, end = 0, len(raw)
+    while offset < end and len(out) < count:
+        if offset + 4 > end:
+            raise BadInput("bad_shape", f"BYTES element {len(out)} is truncated (no 4-byte length)")
+        (n,) = _LENGTH.unpack_from(raw, offset)
+        offset += 4
+        if offset + n > end:
+            raise BadInput("bad_shape", f"BYTES element {len(out)} is truncated ({n} bytes declared, "
+                                        f"{end - offset} left)")
+        out.append(raw[offset:offset + n])
+        offset += n
+    if len(out) < count:
+        raise BadInput("bad_shape", f"{len(out)} BYTES elements, the shape needs {count}")
+    if offset < end:
+        raise BadInput("bad_shape", f"more than {count} BYTES elements ({end - offset} bytes after element "
+                                    f"{count - 1})")
+    return out
+
+
 def _parse_input(name: str, datatype: str, shape, as_numpy, max_images: int, limits: ImageLimits,
-                 request=None) -> Parsed:
-    """One v2 input tensor (from REST/kserve's InferRequest or straight from a gRPC message)."""
+                 request=None, raw: bytes | None = None) -> Parsed:
+    """One v2 input tensor (from REST/kserve's InferRequest or straight from a gRPC message);
+    `raw`: a BYTES tensor's data still serialized (the gRPC fast path's raw_input_contents)."""
     if datatype == "BYTES":
+        count = math.prod(shape)
+        if not 1 <= count <= max_images:  # before any element is read
+            raise BadInput("bad_request", f"{count} images, allowed 1..{max_images}")
         try:
-            items = as_numpy().reshape(-1)
+            if any(d < 0 for d in shape):
+                raise ValueError("negative dimension")
+            items = bytes_elements(raw, count) if raw is not None else as_numpy().reshape(-1)
         except Exception as exc:  # noqa: BLE001 - shape/data mismatch from the client
-            raise BadInput("bad_shape", f"input {name!r}: BYTES data does not fit shape {list(shape)}: {exc}") from None
-        if not 1 <= len(items) <= max_images:
-            raise BadInput("bad_request", f"{len(items)} images, allowed 1..{max_images}")
+            msg = exc.message if isinstance(exc, BadInput) else exc
+            raise BadInput("bad_shape", f"input {name!r}: BYTES data does not fit shape {list(shape)}: {msg}") from None
         images = []
         for i, item in enumerate(items):
             try:
-                images.append(b64decode(item, limits) if isinstance(item, str) else _image_from_bytes(bytes(item), limits))
+                if isinstance(item, str):  # base64 in REST JSON
+                    images.append(b64decode(item, limits))
+                elif isinstance(item, bytes):  # np.bytes_ included
+                    images.append(_image_from_bytes(item, limits))
+                else:  # JSON numbers, null, lists: never bytes(item) (bytes(10**9) allocates 1 GB)
+                    raise BadInput("bad_request", f"BYTES element is {type(item).__name__}, expected a base64 "
+                                                  "string (JSON) or the image's bytes (binary)")
             except BadInput as exc:
                 raise exc.at(i) from None
         return Parsed("v2", images=images, request=request)
@@ -127,15 +164,13 @@ def parse_v2_grpc(req: pb.ModelInferRequest, limits: ImageLimits, max_images: in
     inp, raw = req.inputs[0], req.raw_input_contents[0]
     shape = tuple(inp.shape)
 
-    def as_numpy() -> np.ndarray:
-        if inp.datatype == "BYTES":
-            return deserialize_bytes_tensor(raw).reshape(shape)
+    def as_numpy() -> np.ndarray:  # FP32
         need = 4 * math.prod(shape)
         if len(raw) != need:
             raise ValueError(f"{len(raw)} bytes of data, the shape needs {need}")
         return np.frombuffer(raw, dtype="<f4").reshape(shape)
 
-    return _parse_input(inp.name, inp.datatype, shape, as_numpy, max_images, limits)
+    return _parse_input(inp.name, inp.datatype, shape, as_numpy, max_images, limits, raw=raw)
 
 
 def v1_response(emb: np.ndarray, model_name: str, model_version: str) -> dict:

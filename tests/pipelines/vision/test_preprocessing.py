@@ -7,7 +7,8 @@ from PIL import Image
 
 from pipelines.vision.config import REPO_ROOT
 from pipelines.vision.preprocessing import (
-    ImageDecodeError, PreprocessSpec, load_rgb, normalize, preprocess, preprocess_bytes, resize_to_input)
+    IMAGE_FORMATS, ImageDecodeError, PreprocessSpec, load_rgb, normalize, preprocess, preprocess_bytes,
+    resize_to_input)
 
 
 def test_letterbox_keeps_aspect_and_pads_with_pad_value():
@@ -52,6 +53,23 @@ def test_bad_files_raise_decode_error(tmp_path):
     bad.write_bytes(b"\xff\xd8 definitely not a jpeg")
     with pytest.raises(ImageDecodeError, match="corrupt"):
         load_rgb(bad)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "ICNS", "ICO", "PPM"])
+def test_only_the_supported_formats_are_decoded(tmp_path, fmt):
+    """Training and serving decode IMAGE_FORMATS only (others, like ICNS, may decode to another
+    size than their header declares)."""
+    p = tmp_path / f"img.{fmt.lower()}"
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(p, fmt)
+    spec = PreprocessSpec(height=16, width=16)
+    if fmt in IMAGE_FORMATS:
+        assert preprocess_bytes(p.read_bytes(), spec).shape == (3, 16, 16)
+        assert load_rgb(p).size == (32, 32)
+    else:
+        with pytest.raises(ImageDecodeError):
+            preprocess_bytes(p.read_bytes(), spec)
+        with pytest.raises(ImageDecodeError):
+            load_rgb(p)
 
 
 def test_spec_round_trip_and_validation():

@@ -140,3 +140,37 @@ def test_queue_limit():
         await b.close()
 
     asyncio.run(main())
+
+
+def test_request_over_the_queue_limit_is_refused_whole():
+    """Split into batch-sized parts, the request is checked once as a whole: no part runs."""
+    rec = Recorder()
+
+    async def main():
+        b = DynamicBatcher(rec, max_batch_size=2, max_wait_s=0.0, max_queue_rows=4)
+        with pytest.raises(QueueFull, match="this request has 6"):
+            await b.submit(rows(0, 6))
+        await asyncio.sleep(0.1)  # the batching loop had its chance to run anything queued
+        out = await b.submit(rows(0, 4))  # what fits is still served
+        await b.close()
+        return out
+
+    out = asyncio.run(main())
+    np.testing.assert_array_equal(out[:, 0], np.arange(4) * 10)
+    assert rec.sizes == [2, 2]  # only the second request's parts
+
+
+def test_split_request_drops_its_other_parts_when_one_fails():
+    rec = Recorder(fail=True)
+
+    async def main():
+        b = DynamicBatcher(rec, max_batch_size=2, max_wait_s=0.0)
+        with pytest.raises(RuntimeError, match="forward failed"):
+            await b.submit(rows(0, 6))
+        await asyncio.sleep(0.1)
+        queued = b.queued_rows
+        await b.close()
+        return queued
+
+    assert asyncio.run(main()) == 0
+    assert rec.sizes == [2]  # the parts after the failed one never ran

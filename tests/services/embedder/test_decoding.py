@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from PIL import Image
 from pipelines.vision.preprocessing import PreprocessSpec, preprocess_bytes
 from services.embedder.decoding import BadInput, ImageLimits, b64decode, check_tensor, decode_image
 
-from .test_bad_input import png_claiming
+from .test_bad_input import encoded, png_claiming
 
 SPEC = PreprocessSpec(height=64, width=48)
 
@@ -70,3 +71,43 @@ def test_check_tensor():
     ok[0, 0, 0, 0] = np.inf
     with pytest.raises(BadInput, match="NaN or infinite"):
         check_tensor(ok, (3, 64, 48), 8)
+
+
+SUPPORTED_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]
+
+
+def test_serving_opens_the_formats_training_opens():
+    from pipelines.vision import preprocessing
+    from services.embedder import decoding
+
+    assert decoding.IMAGE_FORMATS is preprocessing.IMAGE_FORMATS
+    assert list(preprocessing.IMAGE_FORMATS) == SUPPORTED_FORMATS
+
+
+@pytest.mark.parametrize("fmt", SUPPORTED_FORMATS)
+def test_supported_formats_decode_like_training(fmt):
+    data = encoded(fmt)
+    out = decode_image(data, SPEC, ImageLimits())
+    assert out.shape == (3, 64, 48)
+    np.testing.assert_array_equal(out, preprocess_bytes(data, SPEC))
+
+
+@pytest.mark.parametrize("fmt", ["ICNS", "ICO", "PPM", "PCX", "QOI", "DDS"])
+def test_other_formats_pillow_opens_are_refused_before_decoding(fmt):
+    """Only IMAGE_FORMATS are opened: an ICNS declaring 128x128 may embed a 13000x13000 PNG, so
+    the header's size (the pixel limit) cannot be trusted for the others."""
+    data = encoded(fmt, (64, 64))
+    with pytest.raises(BadInput) as info:
+        decode_image(data, SPEC, ImageLimits())
+    assert info.value.reason == "unsupported_format"
+    assert info.value.message.startswith(f"unsupported image format {fmt}: send JPEG, PNG, WebP")
+
+
+def test_icns_hiding_a_large_png_is_refused_by_format_not_decoded():
+    big = encoded("PNG", (3000, 3000))  # 9 MP inside an icon whose header says 128x128
+    icns = b"icns" + struct.pack(">I", 8 + 8 + len(big)) + b"ic07" + struct.pack(">I", 8 + len(big)) + big
+    with Image.open(io.BytesIO(icns)) as im:  # what Pillow would do unrestricted
+        assert im.format == "ICNS" and im.size == (128, 128)
+    with pytest.raises(BadInput) as info:
+        decode_image(icns, SPEC, ImageLimits(max_pixels=1_000_000))
+    assert info.value.reason == "unsupported_format"

@@ -9,6 +9,7 @@ nothing else).
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 
 import httpx
@@ -70,6 +71,24 @@ def test_v2_grpc_tensor_matches(embedder, reference, binary):
     x, ref = reference
     got = run(grpc_v2(embedder.grpc_url, tensor_request(embedder.model_name, x, binary=binary)))
     assert_parity(got, ref)
+
+
+def test_every_supported_format_is_embedded(embedder, jpeg_paths):
+    """JPEG, PNG, WebP, GIF, BMP, TIFF (pipelines.vision.preprocessing.IMAGE_FORMATS) over gRPC and REST."""
+    from PIL import Image
+
+    with Image.open(jpeg_paths[0]) as im:
+        img = im.convert("RGB")
+    images = []
+    for fmt in ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"):
+        buf = io.BytesIO()
+        img.save(buf, fmt)
+        images.append(buf.getvalue())
+    got = run(grpc_v2(embedder.grpc_url, bytes_request(embedder.model_name, images, base64_strings=False)))
+    assert got.shape == (6, DIM) and np.isfinite(got).all()
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    got_rest = run(rest_v2(embedder.base_url, bytes_request(embedder.model_name, images, base64_strings=True)))
+    np.testing.assert_allclose(got_rest, got, atol=ATOL)
 
 
 def test_single_image_requests_equal_the_batch(embedder, jpegs, reference):
