@@ -54,7 +54,8 @@ def main() -> int:
                                         daemon=True))
     for t in threads:
         t.start()
-    app = create_app(ApiDeps(state, c, metrics, lambda: experiments))
+    # a dead aggregator thread would leave the API serving frozen numbers: readiness reports it
+    app = create_app(ApiDeps(state, c, metrics, lambda: experiments, aggregator_alive=threads[0].is_alive))
     server = uvicorn.Server(uvicorn.Config(app, host=s.bind_host, port=s.port, log_level="warning"))
 
     def stop(*_: object) -> None:

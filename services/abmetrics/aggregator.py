@@ -5,6 +5,11 @@ are committed only after the Redis writes, and a redelivered message is recognis
 per-partition offset watermark inside the Lua script (see state.py). Rejected messages
 (malformed, unknown request, listing not shown, ...) are counted in Redis and sent to
 `<topic>.dlq`; a redelivered rejection is dead-lettered again (at-least-once dead letters).
+
+`run()` (the service's thread) never lets one failed batch end it: a failed dead-letter send or
+flush, or a failed commit, leaves the batch uncommitted and pending; after a back-off the same
+batch is processed again (the watermark turns it into redeliveries, so nothing is counted twice)
+and then committed. `run_once()`/`drain()` raise instead (tests, backfills).
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ class Aggregator:
         self.poll_max_records = poll_max_records
         self.retry_backoff_s = retry_backoff_s
         self.stopping = threading.Event()
+        self._pending: list[Message] = []  # polled, not yet committed (a failed batch to retry)
+        self.failures = metrics.counter("batch_failures_total", "batches (or polls) that failed and were retried")
         self.events = metrics.counter("events_total", "user events by outcome", ["type", "outcome"])
         self.batch_seconds = metrics.histogram("batch_seconds", "time to apply one polled batch")
         self.lag = metrics.gauge("consumer_lag", "uncommitted messages in the assigned partitions")
@@ -96,12 +103,22 @@ class Aggregator:
     def _should_dead_letter(out: Outcome) -> bool:
         return out.dead_letter  # also true for a redelivered rejection (reason kept in the rejlog)
 
+    def _retry_batch(self) -> list[Message]:
+        """The failed batch, less the partitions this consumer no longer owns (after a rebalance
+        their new owner resumes from the committed offset)."""
+        owned = self.consumer.assignment()
+        return [m for m in self._pending if (m.topic, m.partition) in owned]
+
     def run_once(self) -> BatchStats:
-        batch = self.consumer.poll(self.poll_timeout_s, max_records=self.poll_max_records)
+        batch = self._retry_batch() if self._pending else []
+        if not batch:
+            batch = self.consumer.poll(self.poll_timeout_s, max_records=self.poll_max_records)
+        self._pending = batch
         if not batch:
             return BatchStats()
         start = time.perf_counter()
         stats = self.process(batch)
+        self._pending = []
         self.batch_seconds.observe(time.perf_counter() - start)
         log.info("batch applied", extra={"size": stats.size, **{f"n_{k}": v for k, v in stats.outcomes.items()}})
         return stats
@@ -120,7 +137,23 @@ class Aggregator:
         return total
 
     def run(self) -> None:
-        run_until_stopped(self.run_once, self.consumer, self.stopping, self.lag)
+        failures = 0
+
+        def step() -> BatchStats | None:
+            nonlocal failures
+            try:
+                stats = self.run_once()
+            except Exception:  # DLQ send/flush, commit, poll: keep the batch, back off, retry it
+                failures += 1
+                self.failures.inc()
+                log.exception("batch of %d failed (attempt %d), retrying without committing",
+                              len(self._pending), failures)
+                self.stopping.wait(min(30.0, self.retry_backoff_s * 2 ** min(failures - 1, 5)))
+                return None
+            failures = 0
+            return stats
+
+        run_until_stopped(step, self.consumer, self.stopping, self.lag)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -28,6 +28,7 @@ class ApiDeps:
     cfg: AbMetricsConfig
     metrics: Metrics
     experiments: Callable[[], ExperimentsConfig | None] = lambda: None
+    aggregator_alive: Callable[[], bool] | None = None  # e.g. the aggregator thread's is_alive
 
 
 def create_app(deps: ApiDeps, lifespan=None) -> FastAPI:
@@ -77,6 +78,8 @@ def create_app(deps: ApiDeps, lifespan=None) -> FastAPI:
 
     @app.get("/readyz", tags=["ops"])
     async def readyz():
+        if deps.aggregator_alive is not None and not deps.aggregator_alive():
+            return JSONResponse({"status": "not_ready", "aggregator": "aggregator not running"}, status_code=503)
         try:
             await asyncio.to_thread(deps.state.r.ping)
         except Exception as exc:  # noqa: BLE001

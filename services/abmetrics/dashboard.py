@@ -22,19 +22,30 @@ def _png(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _days(*series: list[dict[str, Any]]) -> list[str]:
+    """The x axis shared by every variant: the sorted union of the days in the series."""
+    return sorted({p["day"] for rows in series for p in rows})
+
+
+def _day_axis(ax, days: list[str]) -> None:
+    ax.set_xticks(range(len(days)), [d[5:] for d in days], rotation=45, fontsize=8)
+
+
 def ctr_plot(report: dict[str, Any]) -> str:
     fig, ax = _figure()
+    days = _days(report["daily"])
+    index = {d: i for i, d in enumerate(days)}
     for v in [r["variant"] for r in report["variants"]]:
         pts = [d for d in report["daily"] if d["variant"] == v and d["ctr"] is not None]
         if not pts:
             continue
-        x = list(range(len(pts)))
+        x = [index[p["day"]] for p in pts]  # a variant without data on a day skips that day
         y = [p["ctr"] for p in pts]
         ax.plot(x, y, marker="o", label=v)
         lo = [p["ctr_ci"][0] if p["ctr_ci"][0] is not None else p["ctr"] for p in pts]
         hi = [p["ctr_ci"][1] if p["ctr_ci"][1] is not None else p["ctr"] for p in pts]
         ax.fill_between(x, lo, hi, alpha=0.2)
-        ax.set_xticks(x, [p["day"][5:] for p in pts], rotation=45, fontsize=8)
+    _day_axis(ax, days)
     ax.set_title(f"CTR per day ({100 * (1 - report['alpha']):.0f}% intervals)")
     ax.set_ylabel("CTR")
     ax.grid(alpha=0.3)
@@ -44,16 +55,18 @@ def ctr_plot(report: dict[str, Any]) -> str:
 
 def lift_plot(report: dict[str, Any]) -> str:
     fig, ax = _figure()
+    days = _days(report["daily"], report["cumulative"])
+    index = {d: i for i, d in enumerate(days)}
     for comp in report["comparisons"]:
         pts = [c for c in report["cumulative"] if c["variant"] == comp["variant"] and c["lift"] is not None]
         if not pts:
             continue
-        x = list(range(len(pts)))
+        x = [index[p["day"]] for p in pts]
         ax.plot(x, [100 * p["lift"] for p in pts], marker="o", label=f"{comp['variant']} vs {comp['vs']}")
         lo = [100 * (p["lift_ci"][0] if p["lift_ci"][0] is not None else p["lift"]) for p in pts]
         hi = [100 * (p["lift_ci"][1] if p["lift_ci"][1] is not None else p["lift"]) for p in pts]
         ax.fill_between(x, lo, hi, alpha=0.2)
-        ax.set_xticks(x, [p["day"][5:] for p in pts], rotation=45, fontsize=8)
+    _day_axis(ax, days)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_title("cumulative relative lift of CTR (%)")
     ax.set_ylabel("lift %")

@@ -6,8 +6,10 @@ Idempotency, two layers, both inside the script (so a crash can never half-apply
    applied offset is a redelivery (the consumer crashed after the Redis write, before the
    Kafka commit) and changes nothing. Partitions are consumed in order by one consumer at a
    time, so this makes processing exactly-once from Redis' point of view.
-2. Event-id dedupe (`SET {ns}:seen:<event_id> NX EX`): the same event published twice (at two
-   offsets) is counted once; the second is rejected as `duplicate_event`.
+2. Event-id dedupe (`{ns}:seen:<event_id>`, set with a TTL when an event is accepted): the same
+   event published twice (at two offsets) is counted once; the second is rejected as
+   `duplicate_event`. A refused event leaves no marker, so a click consumed before its impression
+   is counted when it is retried or replayed from the DLQ (click ids are deterministic).
 
 Key layout (`ns` = namespace; a fresh namespace is a fresh aggregator):
 
@@ -19,12 +21,16 @@ Key layout (`ns` = namespace; a fresh namespace is a fresh aggregator):
     {ns}:variants:<exp>, {ns}:days:<exp>  sets
     {ns}:m:<exp>:<variant>:<scope>    hash  requests impressions clicks users clickers
                                             sum_n2 sum_c2 sum_nc (user-level moments)
-    {ns}:ui:..., {ns}:uc:...          hash  user -> impressions / clicks (in that scope)
+    {ns}:ui:..., {ns}:uc:...          hash  user -> impressions / clicks (in that scope); the day-scope
+                                            ones expire request_ttl_s + 1 day after their last write
+                                            (reports read only the m: hashes; these only feed the
+                                            incremental moments while that day can still get clicks)
     {ns}:item:<listing>               hash  impressions clicks (all traffic)
     {ns}:items:dirty                  set   listings whose CTR changed since the last Feast push
     {ns}:accepted, {ns}:rejected      hash  outcome/reason -> count
-    {ns}:rejlog                       hash  topic:partition:offset -> reason (re-sent to the DLQ
-                                            if the message is redelivered)
+    {ns}:rejlog:<topic:partition>     zset  "offset:reason" scored by offset, the last rejlog_cap
+                                            refusals of that partition (re-sent to the DLQ if the
+                                            message is redelivered: at most one uncommitted batch)
 
 `scope` is the impression's UTC day (`YYYY-MM-DD`) or `all`. A click is attributed to the day
 of its impression, so a day's CTR is the CTR of that day's impressions. `sum_*` are the sums
@@ -46,37 +52,54 @@ from services.common.settings import RedisConfig
 
 _LUA = r"""
 local ns, op, tp, off = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local rl = ns..':rejlog:'..tp
 local wm = redis.call('HGET', ns..':offsets', tp)
 if wm and tonumber(wm) >= tonumber(off) then
-  return {'redelivered', redis.call('HGET', ns..':rejlog', tp..':'..off) or ''}
+  local hit = redis.call('ZRANGEBYSCORE', rl, off, off)[1]
+  local reason = hit and string.match(hit, '^%d+:(.*)$')
+  return {'redelivered', reason or redis.call('HGET', ns..':rejlog', tp..':'..off) or ''}  -- legacy hash
 end
 redis.call('HSET', ns..':offsets', tp, off)
 local function reject(reason)
   redis.call('HINCRBY', ns..':rejected', reason, 1)
-  redis.call('HSET', ns..':rejlog', tp..':'..off, reason)
+  redis.call('ZADD', rl, off, off..':'..reason)
+  redis.call('ZREMRANGEBYRANK', rl, 0, -(tonumber(ARGV[5]) + 1))
   return {'rejected', reason}
 end
-if op == 'reject' then return reject(ARGV[5]) end
-if not redis.call('SET', ns..':seen:'..ARGV[5], '1', 'NX', 'EX', tonumber(ARGV[6])) then
-  return reject('duplicate_event')
+if op == 'reject' then return reject(ARGV[6]) end
+-- the dedupe marker is checked here but only written once the event is accepted: a refused
+-- click (its impression not consumed yet) keeps its deterministic id free for a retry or replay
+local seen = ns..':seen:'..ARGV[6]
+if redis.call('EXISTS', seen) == 1 then return reject('duplicate_event') end
+local function accept(kind)
+  redis.call('SET', seen, '1', 'EX', tonumber(ARGV[7]))
+  redis.call('HINCRBY', ns..':accepted', kind, 1)
+  return {'ok', ''}
 end
-local rid, user, ts = ARGV[7], ARGV[8], tonumber(ARGV[9])
+local rid, user, ts, day_ttl = ARGV[8], ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
 local rk = ns..':req:'..rid
 local function scopes(exp, var, day)
   local out = {}
   for _, scope in ipairs({day, 'all'}) do
     local sfx = exp..':'..var..':'..scope
-    table.insert(out, {ns..':m:'..sfx, ns..':ui:'..sfx, ns..':uc:'..sfx})
+    table.insert(out, {ns..':m:'..sfx, ns..':ui:'..sfx, ns..':uc:'..sfx, scope ~= 'all'})
   end
   return out
+end
+-- per-user state of a day scope is only read while that day's requests can still get clicks
+local function touch(k)
+  if k[4] then
+    redis.call('EXPIRE', k[2], day_ttl)
+    redis.call('EXPIRE', k[3], day_ttl)
+  end
 end
 
 if op == 'impression' then
   if redis.call('EXISTS', rk) == 1 then return reject('duplicate_request') end
-  local day, assigns_json, req_ttl, n = ARGV[10], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
-  local fields = {'u', user, 't', ARGV[9], 'd', day, 'a', assigns_json}
+  local day, assigns_json, req_ttl, n = ARGV[12], ARGV[13], tonumber(ARGV[14]), tonumber(ARGV[15])
+  local fields = {'u', user, 't', ARGV[10], 'd', day, 'a', assigns_json}
   for i = 0, n - 1 do
-    local lid, pos = ARGV[14 + 2 * i], ARGV[15 + 2 * i]
+    local lid, pos = ARGV[16 + 2 * i], ARGV[17 + 2 * i]
     table.insert(fields, 'i:'..lid); table.insert(fields, pos)
     redis.call('HINCRBY', ns..':item:'..lid, 'impressions', 1)
     redis.call('SADD', ns..':items:dirty', lid)
@@ -97,14 +120,14 @@ if op == 'impression' then
       redis.call('HINCRBY', k[1], 'impressions', n)
       redis.call('HINCRBY', k[1], 'sum_n2', newn * newn - oldn * oldn)
       redis.call('HINCRBY', k[1], 'sum_nc', n * c)
+      touch(k)
     end
   end
-  redis.call('HINCRBY', ns..':accepted', 'impression', 1)
-  return {'ok', ''}
+  return accept('impression')
 end
 
 if op == 'click' then
-  local lid, window, skew = ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[12])
+  local lid, window, skew = ARGV[12], tonumber(ARGV[13]), tonumber(ARGV[14])
   local r = redis.call('HMGET', rk, 'u', 't', 'd', 'a')
   if not r[1] then return reject('unknown_request') end
   if r[1] ~= user then return reject('user_mismatch') end
@@ -121,12 +144,12 @@ if op == 'click' then
       redis.call('HINCRBY', k[1], 'clicks', 1)
       redis.call('HINCRBY', k[1], 'sum_c2', 2 * newc - 1)
       redis.call('HINCRBY', k[1], 'sum_nc', nn)
+      touch(k)
     end
   end
   redis.call('HINCRBY', ns..':item:'..lid, 'clicks', 1)
   redis.call('SADD', ns..':items:dirty', lid)
-  redis.call('HINCRBY', ns..':accepted', 'click', 1)
-  return {'ok', ''}
+  return accept('click')
 end
 return reject('unknown_op')
 """
@@ -135,6 +158,7 @@ return reject('unknown_op')
 DEAD_LETTER_REASONS = frozenset({
     "malformed", "unexpected_type", "unknown_request", "user_mismatch", "click_too_late",
     "click_before_impression", "listing_not_shown", "duplicate_request"})
+DAY_STATE_MARGIN_S = 24 * 3600  # day-scope per-user hashes outlive the request records by this much
 MOMENT_FIELDS = ("requests", "impressions", "clicks", "users", "clickers", "sum_n2", "sum_c2", "sum_nc")
 
 
@@ -178,11 +202,13 @@ def epoch_ms(event: EventBase) -> int:
 class AbState:
     def __init__(self, client: redis.Redis, namespace: str = "abm", *, request_ttl_s: int = 3 * 24 * 3600,
                  dedupe_ttl_s: int = 8 * 24 * 3600, click_window_s: float = 24 * 3600,
-                 clock_skew_s: float = 300) -> None:
+                 clock_skew_s: float = 300, rejlog_cap: int = 100_000) -> None:
         self.r = client
         self.ns = namespace
         self.request_ttl_s = request_ttl_s
         self.dedupe_ttl_s = dedupe_ttl_s
+        self.day_state_ttl_s = request_ttl_s + DAY_STATE_MARGIN_S
+        self.rejlog_cap = rejlog_cap  # per partition; > the records one poll can leave uncommitted
         self.click_window_ms = int(click_window_s * 1000)
         self.clock_skew_ms = int(clock_skew_s * 1000)
         self._script = client.register_script(_LUA)
@@ -190,7 +216,7 @@ class AbState:
     # ---- writes ------------------------------------------------------------------------
 
     def _args(self, pos: Position, event: EventBase | None, reason: str | None) -> list:
-        head = [self.ns, "", pos.tp, pos.offset]
+        head = [self.ns, "", pos.tp, pos.offset, self.rejlog_cap]
         if reason is not None or event is None:
             head[1] = "reject"
             return head + [reason or "malformed"]
@@ -198,14 +224,14 @@ class AbState:
             head[1] = "impression"
             assigns = json.dumps([[a.experiment_id, a.variant] for a in event.assignments])
             args = head + [event.event_id, self.dedupe_ttl_s, event.request_id, event.user_id, epoch_ms(event),
-                           day_of(event), assigns, self.request_ttl_s, len(event.items)]
+                           self.day_state_ttl_s, day_of(event), assigns, self.request_ttl_s, len(event.items)]
             for item in event.items:
                 args += [item.listing_id, item.position]
             return args
         if isinstance(event, Click):
             head[1] = "click"
             return head + [event.event_id, self.dedupe_ttl_s, event.request_id, event.user_id, epoch_ms(event),
-                           event.listing_id, self.click_window_ms, self.clock_skew_ms]
+                           self.day_state_ttl_s, event.listing_id, self.click_window_ms, self.clock_skew_ms]
         head[1] = "reject"
         return head + ["unexpected_type"]
 

@@ -176,9 +176,14 @@ def click_router(deps) -> APIRouter:
                  summary="Record a click on a listing from a recommendation response",
                  responses={404: {"description": "unknown or expired request id"},
                             422: {"description": "malformed body, or listing not in that response"},
-                            503: {"description": "event log unavailable; retry"}})
+                            503: {"description": "event log or request registry unavailable; retry"}})
     async def post_click(request: Request, body: ClickIn):
-        served = await asyncio.to_thread(svc.served.lookup, body.request_id)
+        try:
+            served = await asyncio.to_thread(svc.served.lookup, body.request_id)
+        except Exception as exc:  # noqa: BLE001 - the registry (Redis) down or slow
+            svc.outcomes.labels(outcome="registry_unavailable").inc()
+            log.warning("served-requests registry lookup failed: %s", exc)
+            return _error(request, 503, "dependency_unavailable", "request registry unavailable; retry")
         if served is None:
             svc.outcomes.labels(outcome="unknown_request").inc()
             return _error(request, 404, "unknown_request", f"request {body.request_id} unknown or expired")

@@ -153,3 +153,48 @@ def test_state_survives_a_redis_restart(tmp_path) -> None:
         client.close()
     finally:
         server.stop()
+
+
+def test_a_click_refused_before_its_impression_is_counted_when_it_comes_again(rclient) -> None:
+    """The click and the impression go out on different producers: the click can be consumed first.
+    Its refusal must not burn its (deterministic) event id for the retry or the DLQ replay."""
+    from services.abmetrics.state import Outcome, Position
+    from services.recommender.clicks import click_event_id
+
+    state = make_state(rclient)
+    rid = "req-00000030"
+    c = click(rid, "u30", "a", minutes=1, event_id=click_event_id(rid, "a"))
+    assert state.apply([(Position("t", 0, 0), c, None)]) == [Outcome("rejected", "unknown_request")]
+    assert state.apply([(Position("t", 0, 1), imp(rid, "u30", "control", ["a", "b"]), None)]) == [Outcome("ok")]
+    assert state.apply([(Position("t", 0, 3), c, None),  # the same click, retried / replayed from the DLQ
+                        (Position("t", 0, 4), c, None)]) == [Outcome("ok"), Outcome("rejected", "duplicate_event")]
+    assert state.counters()["accepted"] == {"click": 1, "impression": 1}
+    m = state.moments("exp-bad", ["control"], ["all", "2026-11-02"])
+    assert m[("control", "all")]["clicks"] == 1 and m[("control", "2026-11-02")]["clickers"] == 1
+
+
+def test_day_scoped_user_state_expires_after_the_requests_that_can_still_get_clicks(rclient) -> None:
+    from services.abmetrics.state import Position
+
+    state = make_state(rclient, request_ttl_s=3600)
+    state.apply([(Position("t", 0, 0), imp("req-00000040", "u40", "control", ["a", "b"]), None),
+                 (Position("t", 0, 1), click("req-00000040", "u40", "a"), None)])
+    for kind in ("ui", "uc"):  # the request record lives 3600 s; the day's per-user state a bit longer
+        assert 3600 < rclient.ttl(f"{state.ns}:{kind}:exp-bad:control:2026-11-02") <= 3600 + 2 * 24 * 3600
+    for kind in ("ui", "uc", "m"):  # the experiment totals and the reports' moments stay
+        assert rclient.ttl(f"{state.ns}:{kind}:exp-bad:control:all") == -1
+    assert rclient.ttl(f"{state.ns}:m:exp-bad:control:2026-11-02") == -1
+
+
+def test_the_rejection_log_is_bounded(rclient) -> None:
+    from services.abmetrics.state import Outcome, Position
+
+    state = make_state(rclient)
+    state.rejlog_cap = 5  # per partition (default 100_000)
+    refused = [(Position("t", 1, off), None, "malformed") for off in range(20)]
+    assert state.apply(refused) == [Outcome("rejected", "malformed")] * 20
+    assert sum(rclient.zcard(k) if rclient.type(k) == "zset" else rclient.hlen(k)
+               for k in rclient.scan_iter(f"{state.ns}:rejlog*")) == 5
+    # the latest refusals (the ones a redelivery can ask for) keep their reason for the DLQ
+    assert state.apply(refused[-2:]) == [Outcome("redelivered", "malformed")] * 2
+    assert state.counters()["rejected"] == {"malformed": 20}

@@ -99,3 +99,22 @@ def test_in_memory_registry_expires_and_is_bounded() -> None:
     for i in range(3):
         reg.remember(f"req-0000000{i}", "u", ["a"])
     assert reg.lookup("req-00000000") is None and reg.lookup("req-00000002") is not None
+
+
+def test_registry_down_is_a_retryable_503(rclient) -> None:
+    import socket
+
+    import redis
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5,
+                       decode_responses=True)
+    metrics = Metrics("recommender_click_registry_down")
+    svc = ClickService(lambda: pytest.fail("nothing may be published"), RedisServedRequests(down), metrics)
+    with TestClient(app_for(svc), raise_server_exceptions=False) as client:
+        r = client.post("/v1/events/click", json={"request_id": RID, "listing_id": "lst-a"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "dependency_unavailable"
+    body = metrics.exposition()[0].decode()
+    assert 'adrec_recommender_click_registry_down_clicks_total{outcome="registry_unavailable"} 1.0' in body
