@@ -61,19 +61,48 @@ def _clean(v: str | None) -> str | None:
     return v or None
 
 
+STYLES_TITLE = "productDisplayName"  # styles.csv's last column: free text, not always quoted
+_OVERFLOW = object()  # DictReader restkey: the fields a row has beyond the header
+
+
+def read_styles(csv_path: Path) -> tuple[list[dict[str, str]], int]:
+    """fashion-products styles.csv as dicts, the one reading rule of every consumer (training data,
+    the demo catalogue): -> (rows, malformed).
+
+    A title with an unquoted comma gives its row extra fields: they are joined back into the last
+    column (productDisplayName). A row with too few fields is malformed: counted, logged, skipped.
+    """
+    rows, malformed, first_bad = [], 0, None
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh, restkey=_OVERFLOW)  # restval None: a short row's missing fields
+        last = (reader.fieldnames or [""])[-1]
+        for row in reader:
+            extra = row.pop(_OVERFLOW, None)
+            if extra and last == STYLES_TITLE:
+                row[last] = ",".join([row[last], *extra])
+            elif extra or any(v is None for v in row.values()):
+                malformed += 1
+                first_bad = first_bad or reader.line_num
+                continue
+            rows.append(row)
+    if malformed:
+        log.warning("%s: skipped %d malformed row(s) (fields do not match the header), the first at line %d",
+                    csv_path, malformed, first_bad)
+    return rows, malformed
+
+
 def list_fashion(root: Path) -> list[Record]:
     base = root / "fashion-products"
     csv_path = base / "styles.csv"
     if not csv_path.is_file():
         raise FileNotFoundError(f"fashion-products styles.csv not found at {csv_path} (set ADREC_DATA_DIR or --data-dir)")
     out = []
-    with open(csv_path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            i = _clean(row.get("id"))
-            if not i:
-                continue
-            attrs = {k: _clean(v) for k, v in row.items() if k not in ("id", "productDisplayName")}
-            out.append(Record(i, base / "images" / f"{i}.jpg", attrs, _clean(row.get("productDisplayName"))))
+    for row in read_styles(csv_path)[0]:
+        i = _clean(row.get("id"))
+        if not i:
+            continue
+        attrs = {k: _clean(v) for k, v in row.items() if k not in ("id", STYLES_TITLE)}
+        out.append(Record(i, base / "images" / f"{i}.jpg", attrs, _clean(row.get(STYLES_TITLE))))
     return out
 
 

@@ -7,6 +7,7 @@ output "embedding" float32 [N, D], L2-normalised.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import warnings
@@ -20,6 +21,17 @@ from .model import EmbeddingNet
 
 log = logging.getLogger(__name__)
 INPUT_NAME, OUTPUT_NAME = "images", "embedding"
+_NOT_RECIPE = {"data": ("root", "cache_dir")}  # where the data and the cache are, not what is trained
+
+
+def config_hash(cfg) -> str:
+    """sha256 of the resolved training config (a VisionConfig), less where the data and cache live:
+    the model card records it, so a consumer (`make demo`) can tell a model of another recipe."""
+    d = cfg.model_dump(mode="json")
+    for section, keys in _NOT_RECIPE.items():
+        for k in keys:
+            d.get(section, {}).pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
 def _cpu_eval(net: EmbeddingNet) -> EmbeddingNet:
@@ -115,6 +127,7 @@ def model_card(cfg, *, embedding_dim: int, heads: list[dict], metrics: dict | No
         "heads_trained": [{k: v for k, v in h.items() if k != "classes"} for h in heads],
         "metrics": metrics or {},
         "data_hash": data_hash,
+        "config_hash": config_hash(cfg),
         "data_skipped": skipped or {},
         "onnx_opset": opset,
         "parity": parity_info or {},

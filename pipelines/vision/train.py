@@ -244,18 +244,34 @@ class Trainer:
         tmp = self.ckpt_path.with_suffix(".tmp")
         torch.save({"stage": stage, "epoch": epoch, "model": self.model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "history": self.history, "heads": [h.to_dict() for h in self.heads],
-                    "config": self.cfg.model_dump(mode="json")}, tmp)
+                    "data_hash": self.prepared.data_hash, "config": self.cfg.model_dump(mode="json")}, tmp)
         tmp.replace(self.ckpt_path)
 
     def load_checkpoint(self) -> dict | None:
         if not self.ckpt_path.is_file():
             return None
         ck = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
-        if [h["name"] for h in ck["heads"]] != self.head_names:
-            raise ValueError(f"checkpoint {self.ckpt_path} was trained with other heads: {[h['name'] for h in ck['heads']]}")
+        self._check_resumable(ck)
         self.model.load_state_dict(ck["model"])
         self.history = ck["history"]
         return ck
+
+    def _check_resumable(self, ck: dict) -> None:
+        """Refuse a checkpoint of other targets: each head's name AND class list (title_cluster keeps its K
+        when the data changes, but KMeans may renumber the clusters), and the data (when recorded)."""
+        theirs = [(h["name"], list(h.get("classes") or [])) for h in ck["heads"]]
+        ours = [(h.name, list(h.classes)) for h in self.heads]
+        if [n for n, _ in theirs] != [n for n, _ in ours]:
+            raise ValueError(f"checkpoint {self.ckpt_path} was trained with other heads: {[n for n, _ in theirs]}; "
+                             "train without --resume (or in another --out)")
+        changed = [n for (n, a), (_, b) in zip(theirs, ours) if a != b]
+        if changed:
+            raise ValueError(f"checkpoint {self.ckpt_path} was trained with other classes for head(s) "
+                             f"{', '.join(changed)} (relabelled targets); train without --resume (or in another --out)")
+        if ck.get("data_hash") is not None and ck["data_hash"] != self.prepared.data_hash:
+            raise ValueError(f"checkpoint {self.ckpt_path} was trained on other data (data hash "
+                             f"{ck['data_hash'][:16]}, now {self.prepared.data_hash[:16]}); train without --resume "
+                             "(or in another --out)")
 
     # ------------------------------------------------------------------ stages
 

@@ -10,7 +10,6 @@ runs), so filters and diversity rules have something real to act on.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import sys
 from collections.abc import Iterator
@@ -48,17 +47,19 @@ def fashion_products(data_dir: Path = DATA_DIR, now: datetime | None = None) -> 
     csv_path = root / "styles.csv"
     if not csv_path.exists():
         raise CatalogueError(f"{csv_path} not found (see ../shared/data/README.md)")
+    from pipelines.vision.data import STYLES_TITLE, read_styles  # the training data's reading rule
+
     now = now or datetime.now(UTC)
-    with csv_path.open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            image = root / "images" / f"{row['id']}.jpg"
-            if not image.exists():
-                continue
-            lid = f"fp-{row['id']}"
-            yield ListingUpserted(
-                id=lid, shop_id=shop_for(lid), title=(row["productDisplayName"] or row["articleType"])[:500],
-                category=row["articleType"], price=price_for(lid), currency="USD", active=True,
-                image_uri=str(image), updated_at=now, producer="catalogue-loader")
+    for row in read_styles(csv_path)[0]:
+        sid, category = row["id"].strip(), row["articleType"].strip()
+        image = root / "images" / f"{sid}.jpg"
+        if not sid or not image.exists():
+            continue
+        lid = f"fp-{sid}"
+        yield ListingUpserted(
+            id=lid, shop_id=shop_for(lid), title=(row[STYLES_TITLE].strip() or category)[:500],
+            category=category, price=price_for(lid), currency="USD", active=True,
+            image_uri=str(image), updated_at=now, producer="catalogue-loader")
 
 
 def clothing(data_dir: Path = DATA_DIR, now: datetime | None = None) -> Iterator[ListingUpserted]:

@@ -26,7 +26,8 @@ def catalogue(s: DemoSettings) -> list:
 
 
 def searchable(store, ids: list[str], model_version: str, chunk: int = 500) -> set[str]:
-    """Which of `ids` are in the serving collection, embedded by this model version."""
+    """Which of `ids` are in the serving collection, embedded by this model version: the artifact's
+    (checks.model_version, `0.1.0+<onnx hash>`), never the card's bare version that every retrain shares."""
     found: set[str] = set()
     for i in range(0, len(ids), chunk):
         rows = store.get(ids[i:i + chunk], with_vectors=False)
@@ -93,10 +94,16 @@ def index_catalogue(sup: Supervisor, events: list, card: dict, s: DemoSettings, 
     from services.common.settings import KafkaConfig, MilvusConfig
     from services.ingest.catalogue import publish
 
-    version = str(card.get("version", ""))
-    store = ListingVectorStore(MilvusConfig(uri=sup.endpoints["ADREC_MILVUS__URI"],
-                                            dim=int(card.get("embedding_dim", 256))))
+    version, dim = str(card["artifact_version"]), int(card.get("embedding_dim", 256))
+    store = ListingVectorStore(MilvusConfig(uri=sup.endpoints["ADREC_MILVUS__URI"], dim=dim))
     try:
+        try:
+            have = store.dim()
+        except Exception:  # noqa: BLE001 - no collection yet: a fresh run dir
+            have = None
+        if have is not None and have != dim:
+            raise DemoError(f"the run directory's collection holds {have}-dim vectors, model {version} makes "
+                            f"{dim}-dim ones: run the demo with --fresh to re-index")
         try:
             done = searchable(store, [e.id for e in events], version)
         except Exception:  # noqa: BLE001 - no collection yet: a fresh run dir

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from dataclasses import replace
 
 from pydantic import ValidationError
 
+from ..registry import ServiceSpec
 from ..settings import LocalStackSettings
 from ..supervisor import Supervisor
 from .catalogue import catalogue, index_catalogue
@@ -33,12 +35,23 @@ def ready_block(sup: Supervisor, n: int, card: dict, exp, users: dict[str, str],
             "Ctrl-C to stop.")
 
 
+def pin_model_version(specs: list[ServiceSpec], version: str) -> list[ServiceSpec]:
+    """The specs with the ingest worker writing `version` (the artifact's, checks.model_version) into its
+    rows instead of the card's bare version: what index_catalogue counts as searchable."""
+    def pinned(spec: ServiceSpec) -> ServiceSpec:
+        env_fn = spec.env_fn
+        return replace(spec, env_fn=lambda: {**(env_fn() if env_fn else {}), "ADREC_INGEST__MODEL_VERSION": version})
+
+    return [pinned(spec) if spec.name == "ingest" else spec for spec in specs]
+
+
 def run(s: DemoSettings, local: LocalStackSettings, echo) -> int:
     card = ensure_model(s, echo)
     config, exp = first_experiment()
     users = probe_users(config, exp, s.probe_users)
     events = catalogue(s)
     sup = Supervisor(local, echo=echo)
+    sup.services = pin_model_version(sup.services, card["artifact_version"])
     echo(f"adrec demo (run dir {local.run_dir})")
     try:
         sup.up()

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from pipelines.vision.config import load_config
-from pipelines.vision.data import build_heads, label_matrix, load_dataset, training_table
+from pipelines.vision.data import build_heads, label_matrix, list_fashion, load_dataset, read_styles, training_table
 from pipelines.vision.preprocessing import PreprocessSpec
 
 from .conftest import REAL_DATA
@@ -40,6 +40,25 @@ def test_missing_and_corrupt_images_are_skipped_and_counted(tmp_path):
     # second load comes from the cache and reports the same counts
     d2 = load_dataset("fashion", tmp_path, spec, cache_dir=tmp_path / "cache")
     assert d2.skipped == d.skipped and np.array_equal(d2.images, d.images) and d2.ids == d.ids
+
+
+def test_unquoted_comma_in_title_is_joined_back_and_short_rows_are_skipped(tmp_path, caplog):
+    (tmp_path / "fashion-products").mkdir()
+    (tmp_path / "fashion-products" / "styles.csv").write_text(
+        ",".join(HEADER) + "\n"
+        "1,Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,Nike Men Blue Shirt\n"
+        "2,Women,Apparel,Topwear,Tops,Red,Summer,2012,Casual,Lino Perros Women Red, White,Top\n"  # unquoted commas
+        "3,Men,Apparel,Topwear\n"  # too few fields
+        " 4 ,Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="pipelines.vision.data"):
+        records = list_fashion(tmp_path)
+    assert [r.id for r in records] == ["1", "2", "4"]
+    assert records[1].title == "Lino Perros Women Red, White,Top" and records[1].attrs["articleType"] == "Tops"
+    assert records[2].title is None and records[2].attrs["usage"] == "Casual"
+    assert all(set(r.attrs) == set(HEADER[1:-1]) for r in records)
+    assert "skipped 1 malformed row(s)" in caplog.text and "line 4" in caplog.text
+    rows, malformed = read_styles(tmp_path / "fashion-products" / "styles.csv")
+    assert malformed == 1 and [list(r) for r in rows] == [HEADER] * 3  # no overflow key left in a row
 
 
 def test_clothing_corrupt_photo_skipped(tmp_path):

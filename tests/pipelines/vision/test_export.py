@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipelines.vision.config import load_config
-from pipelines.vision.export import export_all
+from pipelines.vision.export import config_hash, export_all, model_card
 from pipelines.vision.model import build_model
 
 
@@ -74,3 +74,16 @@ def test_model_card_lists_only_exported_files(tmp_path):
     assert card["files"] == on_disk["files"] == {"onnx": "model.onnx"}
     assert not (tmp_path / "model.torchscript.pt").exists()
     assert "torchscript_max_abs_diff" not in on_disk["parity"]
+
+
+def test_model_card_records_the_training_config_hash():
+    cfg = load_config(None, ["model.weights=none", "model.embedding_dim=24"])
+    card = model_card(cfg, embedding_dim=24, heads=[], metrics={}, data_hash="abc")
+    assert card["config_hash"] == config_hash(cfg) == config_hash(load_config(None, ["model.embedding_dim=24",
+                                                                                       "model.weights=none"]))
+    # another recipe with the same name and version: another hash; where the data or cache live: the same
+    assert config_hash(load_config(None, ["model.weights=none", "model.embedding_dim=32"])) != card["config_hash"]
+    assert config_hash(load_config(None, ["model.weights=none", "model.embedding_dim=24", "train.stage2.epochs=9"])) \
+        != card["config_hash"]
+    assert config_hash(load_config(None, ["model.weights=none", "model.embedding_dim=24", "data.root=/elsewhere",
+                                          "data.cache_dir=/tmp/c"])) == card["config_hash"]

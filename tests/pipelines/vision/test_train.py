@@ -1,13 +1,15 @@
 """Training mechanics on synthetic data: stages, exact checkpoint-resume equivalence, seeding."""
 
 import json
+from dataclasses import replace
 
+import pytest
 import torch
 from timm.layers import DropPath
 from torch import nn
 
 from pipelines.vision.model import build_model
-from pipelines.vision.train import Trainer, _set_train_mode, load_model, prepare_data, save_model
+from pipelines.vision.train import Prepared, Trainer, _set_train_mode, load_model, prepare_data, save_model
 
 
 def _state(model):
@@ -34,6 +36,23 @@ def test_resume_equals_uninterrupted_run(tiny_cfg, synthetic_datasets, tmp_path)
     _assert_same(ref, _state(resumed.model))
     assert [(h["stage"], h["epoch"]) for h in resumed.history] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+
+
+def test_resume_refuses_a_checkpoint_of_relabelled_heads_or_other_data(tiny_cfg, synthetic_datasets, tmp_path):
+    prep = prepare_data(tiny_cfg, synthetic_datasets)
+    Trainer(tiny_cfg, tmp_path, prep, progress=False).fit(stop_after=(1, 1))
+    # the same heads with the same number of classes, one renumbered (as KMeans may renumber title clusters)
+    relabelled = Prepared(prep.datasets, [replace(h, classes=h.classes[::-1]) if h.name == "baseColour" else h
+                                          for h in prep.heads])
+    with pytest.raises(ValueError, match="other classes for head.s. baseColour"):
+        Trainer(tiny_cfg, tmp_path, relabelled, progress=False).fit(resume=True)
+    fashion = prep.datasets["fashion"]
+    renamed = replace(fashion, ids=["x" + i for i in fashion.ids])
+    other_data = Prepared({**prep.datasets, "fashion": renamed}, prep.heads)
+    with pytest.raises(ValueError, match="trained on other data"):
+        Trainer(tiny_cfg, tmp_path, other_data, progress=False).fit(resume=True)
+    resumed = Trainer(tiny_cfg, tmp_path, prep, progress=False).fit(resume=True, stop_after=(1, 2))  # same: resumes
+    assert [(h["stage"], h["epoch"]) for h in resumed.history] == [(1, 1), (1, 2)]
 
 
 def test_stage2_changes_only_unfrozen_blocks_and_logs_metrics(tiny_cfg, synthetic_datasets, tmp_path):

@@ -4,6 +4,7 @@ listing, and Ctrl-C stops everything it started."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -24,12 +25,24 @@ REPO = Path(__file__).resolve().parents[3]
 SERVICE_PORTS = ("EMBEDDER", "EMBEDDER_GRPC", "INGEST_METRICS", "RECOMMENDER", "ABMETRICS")
 
 
+def small_model_config(path: Path) -> Path:
+    """The config tests.services.embedder.conftest.build_model (the small_model fixture) trains from:
+    the demo reuses a model only when its card records this config's hash."""
+    from tests.services.embedder.conftest import DIM, HEIGHT, MODEL_NAME, MODEL_VERSION, WIDTH
+
+    path.write_text(json.dumps({"name": MODEL_NAME, "version": MODEL_VERSION,  # JSON is YAML
+                                "input": {"height": HEIGHT, "width": WIDTH},
+                                "model": {"weights": "none", "embedding_dim": DIM}}))
+    return path
+
+
 def demo_env(run_dir: Path, model_dir: Path) -> tuple[dict[str, str], dict[str, int]]:
     ports = {name: free_port() for name in SERVICE_PORTS}
     env = {**os.environ, "ADREC_LOCAL_RUN_DIR": str(run_dir), "ADREC_LOCAL_KAFKA_PORT": "0",
            "ADREC_LOCAL_KAFKA_CONTROLLER_PORT": "0", "ADREC_LOCAL_MILVUS_PORT": "0", "ADREC_LOCAL_REDIS_PORT": "0",
            **{f"ADREC_LOCAL_{k}_PORT": str(v) for k, v in ports.items()},
-           "ADREC_EMBEDDER__MODEL_DIR": str(model_dir), "PYTHONUNBUFFERED": "1"}
+           "ADREC_EMBEDDER__MODEL_DIR": str(model_dir), "PYTHONUNBUFFERED": "1",
+           "ADREC_DEMO_TRAIN_CONFIG": str(small_model_config(run_dir.parent / "small-model.yaml"))}
     return env, ports
 
 
@@ -64,7 +77,8 @@ def test_demo_reaches_ready_serves_similar_items_and_ctrl_c_leaves_nothing(tmp_p
             body = json.loads(r.read())
         ids = [i["listing_id"] for i in body["items"]]
         assert len(ids) == 5 and set(ids) <= set(published) - {seed}
-        assert body["seed"]["listing_id"] == seed and body["model_version"] == "0.0.1-test"
+        onnx = hashlib.sha256((small_model / "model.onnx").read_bytes()).hexdigest()[:8]
+        assert body["seed"]["listing_id"] == seed and body["model_version"] == f"0.0.1-test+{onnx}"  # the artifact's
         assert body["experiments"][0]["experiment_id"] == "shop-diversity"
         assert body["experiments"][0]["variant"] in {"control", "one-per-shop"}
 
