@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,19 +88,18 @@ class SimilarListings:
         flt = SearchFilter(active_only=True, category=category, min_price=q.min_price, max_price=q.max_price,
                            exclude_ids=[listing_id],
                            exclude_shop_ids=[seed["shop_id"]] if q.exclude_seed_shop and seed.get("shop_id") else [])
-        version = [seed.get("model_version")]
-        if q.collection:  # a variant's model: Feast holds the serving model's vector, not one of that space
-            def vector() -> Sequence[float]:
+        vector, version = seed["embedding"], seed.get("model_version")
+        try:
+            if q.collection:  # a variant's model: Feast holds the serving model's vector, not one of that space
                 row = self._variant_seed(q.collection, listing_id)
-                version[0] = row.get("model_version")
-                return row["embedding"]
+                vector, version = row["embedding"], row.get("model_version")
+        except Exception as err:  # noqa: BLE001 - not in that collection, or the index is down
+            result = self._fallback(err, flt, q, fallback_category=seed.get("category"))
         else:
-            def vector() -> Sequence[float]:
-                return seed["embedding"]
-        result = self._search(vector, flt, q, fallback_category=seed.get("category"), collection=q.collection)
+            result = self._search(vector, flt, q, fallback_category=seed.get("category"), collection=q.collection)
         result.seed = {"listing_id": listing_id, "title": seed.get("title"), "category": seed.get("category"),
                        "shop_id": seed.get("shop_id")}
-        result.model_version = version[0] if result.fallback is None else seed.get("model_version")
+        result.model_version = version if result.fallback is None else seed.get("model_version")
         return result
 
     def for_vector(self, vector: Sequence[float], q: Query, model_version: str | None = None) -> Result:
@@ -109,7 +108,7 @@ class SimilarListings:
         not searched with it."""
         flt = SearchFilter(active_only=True, category=None if q.category == "same" else q.category,
                            min_price=q.min_price, max_price=q.max_price)
-        result = self._search(lambda: vector, flt, q, fallback_category=flt.category, collection=None)
+        result = self._search(vector, flt, q, fallback_category=flt.category, collection=None)
         result.model_version = model_version
         return result
 
@@ -119,23 +118,30 @@ class SimilarListings:
             raise LookupError(f"listing {listing_id} is not indexed in {collection}")
         return rows[0]
 
-    def _search(self, vector: Callable[[], Sequence[float]], flt: SearchFilter, q: Query,
-                fallback_category: str | None, collection: str | None) -> Result:
-        want = q.k * q.page
-        fetch = min(16_384, want * q.overfetch)
+    def _search(self, vector: Sequence[float], flt: SearchFilter, q: Query, fallback_category: str | None,
+                collection: str | None) -> Result:
         try:  # inline: the Milvus client enforces its own timeout (cfg.milvus_timeout_s)
-            hits = self.vectors.search([vector()], fetch, flt, collection=collection, output_fields=RENDER_FIELDS)[0]
+            hits = self.vectors.search([vector], min(16_384, q.k * q.page * q.overfetch), flt, collection=collection,
+                                       output_fields=RENDER_FIELDS)[0]
         except Exception as err:  # noqa: BLE001 - any client error: the index is down for us
-            down = DependencyDown("vector index", str(err)[:300])
-            items = self.popular.get(flt.category or fallback_category, flt)
-            if items is None:
-                raise down from err
-            log.warning("vector search failed (%s); serving category-popular fallback", down.reason)
-            start = (q.page - 1) * q.k  # the same business rules as a search (a variant's max_per_shop)
-            return Result(items=diversify(items, q.max_per_shop, want)[start:start + q.k], fallback="category_popular")
-        ranked = diversify(hits, q.max_per_shop, want)
+            return self._fallback(err, flt, q, fallback_category)
+        return self._page(hits, q)
+
+    def _fallback(self, err: Exception, flt: SearchFilter, q: Query, fallback_category: str | None) -> Result:
+        """Category-popular items (flagged) when the search cannot run; DependencyDown if there are none."""
+        down = DependencyDown("vector index", str(err)[:300])
+        items = self.popular.get(flt.category or fallback_category, flt)
+        if items is None:
+            raise down from err
+        log.warning("vector search failed (%s); serving category-popular fallback", down.reason)
+        result = self._page(items, q)  # the same business rules as a search (a variant's max_per_shop)
+        result.fallback = "category_popular"
+        return result
+
+    @staticmethod
+    def _page(hits: Sequence[Hit], q: Query) -> Result:
         start = (q.page - 1) * q.k
-        return Result(items=ranked[start:start + q.k])
+        return Result(items=diversify(hits, q.max_per_shop, q.k * q.page)[start:start + q.k])
 
     def warm_up(self) -> None:
         """First calls load Feast's registry and open connections: do it before serving."""
