@@ -170,13 +170,6 @@ def deployed_card_from_registry(registry_root: str, name: str) -> tuple[dict | N
     return json.loads(card_path.read_text()), dep["version"]
 
 
-def deployed_metric_from_registry(registry_root: str, name: str, task: str = PRIMARY_TASK,
-                                  metric: str = PRIMARY_METRIC) -> tuple[float | None, str | None]:
-    """Metric of the model the registry marks as deployed (``<root>/<name>/deployed.json``)."""
-    card, version = deployed_card_from_registry(registry_root, name)
-    return (None if card is None else deployed_metric_from_card(card, task, metric)), version
-
-
 def gate(ev: dict, *, margin: float = 0.0, deployed_metric: float | None = None, task: str = PRIMARY_TASK,
          metric: str = PRIMARY_METRIC, deployed_source: str = "", deployed_skipped: str = "") -> dict:
     """Candidate must exceed the ImageNet baseline AND the deployed model by ``margin`` (strictly).

@@ -21,6 +21,7 @@ from .model import EmbeddingNet
 
 log = logging.getLogger(__name__)
 INPUT_NAME, OUTPUT_NAME = "images", "embedding"
+ONNX_FILE, TORCHSCRIPT_FILE = "model.onnx", "model.torchscript.pt"
 _NOT_RECIPE = {"data": ("root", "cache_dir")}  # where the data and the cache are, not what is trained
 
 
@@ -101,11 +102,10 @@ def parity(net: EmbeddingNet, x: np.ndarray, onnx_path: Path | None = None, ts_p
 
 def model_card(cfg, *, embedding_dim: int, heads: list[dict], metrics: dict | None, data_hash: str,
                weights_info: dict | None = None, parity_info: dict | None = None, opset: int | None = None,
-               skipped: dict | None = None, files: dict | None = None) -> dict:
-    """``files``: what was exported (default: model.onnx, plus model.torchscript.pt when export.torchscript)."""
+               skipped: dict | None = None) -> dict:
+    """``files``: what `export_all` writes: model.onnx, plus model.torchscript.pt when export.torchscript."""
     spec = cfg.input.spec()
-    if files is None:
-        files = {"onnx": "model.onnx"} | ({"torchscript": "model.torchscript.pt"} if cfg.export.torchscript else {})
+    files = {"onnx": ONNX_FILE} | ({"torchscript": TORCHSCRIPT_FILE} if cfg.export.torchscript else {})
     return {
         "name": cfg.name,
         "version": cfg.version,
@@ -139,17 +139,16 @@ def export_all(net: EmbeddingNet, cfg, out_dir: Path, *, card_kwargs: dict, samp
     """Write model.onnx, model.torchscript.pt (if export.torchscript) and model_card.json; returns the card."""
     out = Path(out_dir)
     spec = cfg.input.spec()
-    onnx_path = export_onnx(net, out / "model.onnx", spec.height, spec.width, cfg.export.opset)
-    ts_path = export_torchscript(net, out / "model.torchscript.pt", spec.height, spec.width) if cfg.export.torchscript else None
+    onnx_path = export_onnx(net, out / ONNX_FILE, spec.height, spec.width, cfg.export.opset)
+    ts_path = export_torchscript(net, out / TORCHSCRIPT_FILE, spec.height, spec.width) if cfg.export.torchscript else None
     if ts_path is None:  # a stale TorchScript file from an earlier export must not be served with this card
-        (out / "model.torchscript.pt").unlink(missing_ok=True)
+        (out / TORCHSCRIPT_FILE).unlink(missing_ok=True)
     if sample is None:
         sample = np.random.default_rng(0).standard_normal((3, 3, spec.height, spec.width)).astype(np.float32)
     par = parity(net, sample, onnx_path, ts_path)
     par["atol"] = cfg.export.parity_atol
     par["ok"] = all(v <= cfg.export.parity_atol for k, v in par.items() if k.endswith("max_abs_diff"))
-    files = {"onnx": onnx_path.name} | ({"torchscript": ts_path.name} if ts_path is not None else {})
-    card = model_card(cfg, parity_info=par, opset=cfg.export.opset, files=files, **card_kwargs)
+    card = model_card(cfg, parity_info=par, opset=cfg.export.opset, **card_kwargs)
     (out / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
     if not par["ok"]:
         raise RuntimeError(f"export parity check failed: {par}")

@@ -36,7 +36,8 @@ def test_evaluate_and_gate_reads_deployed_metric_from_registry(tmp_path, monkeyp
     (reg / "v1" / "model_card.json").write_text(json.dumps(
         {"metrics": {"protocol": "catalogue", "finetuned": {ops.PRIMARY_TASK: {"p@1": 0.9}}}}))
     (reg / "deployed.json").write_text(json.dumps({"version": "v1", "uri": "x"}))
-    assert ops.deployed_metric_from_registry(str(tmp_path / "registry"), "adrec-visual-embedder") == (0.9, "v1")
+    card, version = ops.deployed_card_from_registry(str(tmp_path / "registry"), "adrec-visual-embedder")
+    assert (ops.deployed_metric_from_card(card), version) == (0.9, "v1")
 
     class Cfg:
         name = "adrec-visual-embedder"
