@@ -79,6 +79,9 @@ class Supervisor:
                 self._start_service(spec)
         except BaseException:
             self.down()
+            # a child interrupted between its start and its registration here (e.g. SIGTERM right after
+            # the broker's Popen) is not in self.running: its pid file under run_dir still names it
+            stop_stale(s.run_dir)
             raise
         finally:
             if main:
